@@ -1,0 +1,1 @@
+"""Recur: open-source subscription billing."""

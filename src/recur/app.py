@@ -1,0 +1,107 @@
+"""The embedded application: the gateway in front of all four services, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+
+from recur.customers import api as customers_api
+from recur.gateway.keys import KeyResolver
+from recur.gateway.middleware import AuthMiddleware, IdempotencyMiddleware, RequestIdMiddleware
+from recur.gateway.ratelimit import MemoryTokenBucket, RateLimiter, RedisTokenBucket
+from recur.kit.http import install_error_handlers
+from recur.orders import api as orders_api
+from recur.payments import api as payments_api
+from recur.runtime import Runtime
+from recur.subscriptions import api as subscriptions_api
+from recur.subscriptions import billing
+
+log = logging.getLogger("recur.app")
+
+DESCRIPTION = """Recur's public API. Authenticate with `Authorization: Bearer <secret key>`
+(`recur keys create --tenant NAME`). Amounts are integers in the currency's minor unit."""
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except Exception:  # the schedule must survive one bad run; the error is logged
+            log.exception("scheduled %s failed", name)
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    """The whole public API behind the gateway's middleware."""
+    settings = rt.settings
+    limiter: RateLimiter
+    if settings.redis_url:
+        limiter = RedisTokenBucket(
+            Redis.from_url(settings.redis_url),
+            settings.rate_limit_per_second,
+            settings.rate_limit_burst,
+        )
+    else:
+        limiter = MemoryTokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+    ttl = timedelta(hours=settings.idempotency_ttl_hours)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tasks = []
+        if settings.scheduler_enabled:
+            idempotency = IdempotencyMiddleware(app, rt.db, rt.clock, ttl)
+            tasks = [
+                asyncio.create_task(
+                    _every(settings.bill_run_interval_seconds, lambda: billing.run(rt), "bill run")
+                ),
+                asyncio.create_task(
+                    _every(
+                        settings.outbox_sweep_interval_seconds,
+                        rt.bus.redeliver_pending,
+                        "event redelivery",
+                    )
+                ),
+                asyncio.create_task(_every(3600, idempotency.purge_expired, "idempotency purge")),
+            ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await rt.close()
+
+    app = FastAPI(
+        title="Recur",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    install_error_handlers(app)
+    for router in (
+        customers_api.router,
+        subscriptions_api.catalog_router,
+        subscriptions_api.router,
+        subscriptions_api.test_clock_router,
+        orders_api.router,
+        payments_api.router,
+        payments_api.seed_router,
+    ):
+        app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    # Added innermost first: a request meets RequestId, then Auth, then Idempotency.
+    app.add_middleware(IdempotencyMiddleware, db=rt.db, clock=rt.clock, ttl=ttl)
+    app.add_middleware(AuthMiddleware, resolver=KeyResolver(rt.db), limiter=limiter)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,1 @@
+"""Customer Information Service: profiles, customer numbers, billing history."""

@@ -1,0 +1,33 @@
+"""How other services talk to the Customer Information Service."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from recur.customers.schemas import Customer
+
+
+class CustomersClient(Protocol):
+    async def get(self, tenant_id: str, customer_id: str) -> Customer:
+        """The customer; NotFound when it is not this tenant's."""
+        ...
+
+    async def get_by_number(self, tenant_id: str, number: int) -> Customer:
+        """The customer with this per-tenant number; NotFound otherwise."""
+        ...
+
+    async def adopt_currency(self, tenant_id: str, customer_id: str, currency: str) -> Customer:
+        """Set the customer's currency if it has none. InvalidRequest if it has another."""
+        ...
+
+    async def set_default_payment_method_if_unset(
+        self, tenant_id: str, customer_id: str, payment_method_id: str
+    ) -> Customer:
+        """Make a customer's first payment method its default."""
+        ...
+
+    async def set_default_payment_method(
+        self, tenant_id: str, customer_id: str, payment_method_id: str
+    ) -> Customer:
+        """Make the payment method (one of the customer's) its default."""
+        ...

@@ -1,0 +1,38 @@
+"""The customers client of the embedded mode: the same calls, run in this process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from recur.customers import service
+from recur.customers.schemas import Customer, CustomerUpdate
+
+if TYPE_CHECKING:
+    from recur.runtime import Runtime
+
+
+class LocalCustomersClient:
+    def __init__(self, runtime: Runtime):
+        self._rt = runtime
+
+    async def get(self, tenant_id: str, customer_id: str) -> Customer:
+        return await service.get_customer(self._rt, tenant_id, customer_id)
+
+    async def get_by_number(self, tenant_id: str, number: int) -> Customer:
+        return await service.get_customer_by_number(self._rt, tenant_id, number)
+
+    async def adopt_currency(self, tenant_id: str, customer_id: str, currency: str) -> Customer:
+        return await service.adopt_currency(self._rt, tenant_id, customer_id, currency)
+
+    async def set_default_payment_method_if_unset(
+        self, tenant_id: str, customer_id: str, payment_method_id: str
+    ) -> Customer:
+        return await service.set_default_payment_method_if_unset(
+            self._rt, tenant_id, customer_id, payment_method_id
+        )
+
+    async def set_default_payment_method(
+        self, tenant_id: str, customer_id: str, payment_method_id: str
+    ) -> Customer:
+        params = CustomerUpdate(default_payment_method_id=payment_method_id)
+        return await service.update_customer(self._rt, tenant_id, customer_id, params)

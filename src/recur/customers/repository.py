@@ -1,0 +1,123 @@
+"""All SQL of the Customer Information Service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from recur.customers.schemas import Address, BillingHistoryEntry, Customer
+from recur.customers.tables import billing_history, counters, customers
+from recur.kit.db import UnitOfWork, next_number, upsert
+from recur.kit.errors import InvalidRequest
+from recur.kit.ids import new_id
+from recur.kit.pagination import fetch_page
+
+
+def to_customer(row: Any) -> Customer:
+    return Customer(
+        id=row.id,
+        number=row.number,
+        email=row.email,
+        name=row.name,
+        phone=row.phone,
+        description=row.description,
+        address=Address(**row.address) if row.address else None,
+        currency=row.currency,
+        metadata=row.metadata,
+        default_payment_method_id=row.default_payment_method_id,
+        test_clock_id=row.test_clock_id,
+        created=row.created,
+    )
+
+
+async def next_customer_number(uow: UnitOfWork, tenant_id: str) -> int:
+    return await next_number(uow, counters, tenant_id, "customer")
+
+
+async def insert(uow: UnitOfWork, values: dict[str, Any]) -> None:
+    await uow.execute(sa.insert(customers).values(**values))
+
+
+async def get(uow: UnitOfWork, tenant_id: str, customer_id: str) -> Any:
+    return await uow.fetch_one(
+        sa.select(customers).where(customers.c.tenant_id == tenant_id, customers.c.id == customer_id)
+    )
+
+
+async def get_by_number(uow: UnitOfWork, tenant_id: str, number: int) -> Any:
+    return await uow.fetch_one(
+        sa.select(customers).where(customers.c.tenant_id == tenant_id, customers.c.number == number)
+    )
+
+
+async def update(uow: UnitOfWork, tenant_id: str, customer_id: str, values: dict[str, Any]) -> None:
+    await uow.execute(
+        sa.update(customers)
+        .where(customers.c.tenant_id == tenant_id, customers.c.id == customer_id)
+        .values(**values)
+    )
+
+
+async def page(
+    uow: UnitOfWork, tenant_id: str, limit: int, starting_after: str | None, email: str | None
+) -> tuple[Sequence[Any], bool]:
+    stmt = sa.select(customers).where(customers.c.tenant_id == tenant_id)
+    if email is not None:
+        stmt = stmt.where(customers.c.email == email)
+    return await fetch_page(uow, stmt, customers.c.id, limit, starting_after)
+
+
+def to_history_entry(row: Any) -> BillingHistoryEntry:
+    return BillingHistoryEntry(
+        id=row.id,
+        object=row.object,
+        status=row.status,
+        amount=row.amount,
+        currency=row.currency,
+        description=row.description,
+        order_id=row.order_id,
+        created=row.created,
+        updated=row.updated,
+    )
+
+
+async def record_history(uow: UnitOfWork, tenant_id: str, entry: BillingHistoryEntry,
+                         customer_id: str) -> None:
+    """Insert or bring up to date the history line of one order, payment or refund."""
+    values = entry.model_dump()
+    values.update(tenant_id=tenant_id, customer_id=customer_id, entry_id=new_id("bhe"))
+    stmt = upsert(uow.conn, billing_history).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[billing_history.c.id],
+        # Events may arrive out of order: an older status never overwrites a newer one.
+        where=billing_history.c.updated <= stmt.excluded.updated,
+        set_={"status": stmt.excluded.status, "amount": stmt.excluded.amount,
+              "description": stmt.excluded.description, "updated": stmt.excluded.updated},
+    )
+    await uow.execute(stmt)
+
+
+async def history_page(
+    uow: UnitOfWork, tenant_id: str, customer_id: str, limit: int, starting_after: str | None
+) -> tuple[Sequence[Any], bool]:
+    where = (billing_history.c.tenant_id == tenant_id, billing_history.c.customer_id == customer_id)
+    cursor = None
+    if starting_after is not None:
+        cursor = (
+            await uow.execute(
+                sa.select(billing_history.c.entry_id).where(
+                    *where, billing_history.c.id == starting_after
+                )
+            )
+        ).scalar_one_or_none()
+        if cursor is None:
+            raise InvalidRequest("no such entry in this history", param="starting_after")
+    stmt = sa.select(billing_history).where(*where)
+    return await fetch_page(uow, stmt, billing_history.c.entry_id, limit, cursor)
+
+
+def parse_time(value: str | datetime) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)

@@ -1,0 +1,1 @@
+"""API gateway: the one public entry. Keys and tenants, rate limits, request ids, idempotency."""

@@ -1,0 +1,85 @@
+"""Tenants and their secret API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from recur.gateway.tables import api_keys, tenants
+from recur.kit.clock import Clock
+from recur.kit.db import Database, UnitOfWork
+from recur.kit.ids import new_id
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    tenant_id: str
+    tenant_name: str
+    key_id: str
+    secret: str
+
+
+def hash_secret(secret: str) -> str:
+    # A key is 256 random bits, so a fast hash is enough: there is nothing to brute-force,
+    # and a lookup by hash costs one index probe per request.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def create_key(db: Database, clock: Clock, tenant_name: str) -> IssuedKey:
+    """Create the tenant if it does not exist, and a new secret key for it."""
+    tenant_name = tenant_name.strip()
+    if not tenant_name:
+        raise ValueError("a tenant needs a name")
+    now = clock.now()
+    async with UnitOfWork(db) as uow:
+        row = await uow.fetch_one(sa.select(tenants.c.id).where(tenants.c.name == tenant_name))
+        if row is None:
+            tenant_id = new_id("ten")
+            await uow.execute(
+                sa.insert(tenants).values(id=tenant_id, name=tenant_name, created=now)
+            )
+        else:
+            tenant_id = row.id
+        secret = "sk_" + secrets.token_urlsafe(32)
+        key_id = new_id("key")
+        await uow.execute(
+            sa.insert(api_keys).values(
+                id=key_id,
+                tenant_id=tenant_id,
+                secret_hash=hash_secret(secret),
+                prefix=secret[:10],
+                created=now,
+            )
+        )
+        await uow.commit()
+    return IssuedKey(tenant_id, tenant_name, key_id, secret)
+
+
+class KeyResolver:
+    """Secret key -> (tenant id, key id), cached in process: a key is checked on every request."""
+
+    def __init__(self, db: Database, cache_size: int = 10_000):
+        self._db = db
+        self._cache: dict[str, tuple[str, str]] = {}
+        self._cache_size = cache_size
+
+    async def resolve(self, secret: str) -> tuple[str, str] | None:
+        digest = hash_secret(secret)
+        hit = self._cache.get(digest)
+        if hit is not None:
+            return hit
+        async with UnitOfWork(self._db) as uow:
+            row = await uow.fetch_one(
+                sa.select(api_keys.c.tenant_id, api_keys.c.id).where(
+                    api_keys.c.secret_hash == digest, api_keys.c.revoked_at.is_(None)
+                )
+            )
+        if row is None:
+            return None
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[digest] = (row.tenant_id, row.id)
+        return self._cache[digest]

@@ -1,0 +1,1 @@
+"""Shared code that knows nothing of billing."""

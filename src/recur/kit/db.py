@@ -1,0 +1,185 @@
+"""Database engine, column types and the unit of work, for PostgreSQL and SQLite alike.
+
+Every service keeps its tables in its own PostgreSQL schema. SQLite has no schemas, so on SQLite
+the schema names are translated away and the services share one file; table names are unique
+across services for that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from recur.kit.events import Event, EventBus
+
+SERVICE_SCHEMAS = ("gateway", "customers", "subscriptions", "orders", "payments")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC going in and coming out.
+
+    SQLite stores no offset, so values come back naive; they were written as UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+Money = sa.BigInteger  # integer minor units; the currency sits in a column beside it
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An async engine for `url`, with service schemas translated away on SQLite."""
+    if is_sqlite(url):
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": 30},
+            execution_options={"schema_translate_map": dict.fromkeys(SERVICE_SCHEMAS)},
+        )
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets readers run beside the single writer; the busy timeout makes a second
+            # writer wait for the first instead of failing at once.
+            # Recur issues BEGIN itself (below); the driver must not open transactions.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @sa.event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # Take the write lock at BEGIN, so two transactions never deadlock upgrading
+            # from a read lock to a write lock.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def insert_ignoring_conflicts(conn: AsyncConnection, table: sa.Table) -> Any:
+    """An INSERT that does nothing when the row's unique key exists already."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+def upsert(conn: AsyncConnection, table: sa.Table) -> Any:
+    """An INSERT with `.on_conflict_do_update(...)` available on both databases."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+class Database:
+    """The engine of one database, shared by the services that run in this process."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class UnitOfWork:
+    """One transaction. It rolls back unless `commit()` is called.
+
+    Events recorded in an outbox during the transaction are handed to the event bus only after
+    the commit succeeds, so nothing is announced that did not happen.
+    """
+
+    def __init__(self, db: Database, bus: EventBus | None = None):
+        self._db = db
+        self._bus = bus
+        self._conn: AsyncConnection | None = None
+        self.pending_events: list[Event] = []
+
+    @property
+    def conn(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("unit of work used outside `async with`")
+        return self._conn
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._conn = await self._db.engine.connect()
+        await self._conn.begin()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._conn is not None
+        try:
+            if self._conn.in_transaction():
+                await self._conn.rollback()
+        finally:
+            await self._conn.close()
+            self._conn = None
+
+    async def commit(self) -> None:
+        await self.conn.commit()
+        events, self.pending_events = self.pending_events, []
+        if events and self._bus is not None:
+            await self._bus.deliver(events)
+
+    async def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
+        return await self.conn.execute(statement, params)
+
+    async def fetch_one(self, statement: Any) -> sa.Row[Any] | None:
+        return (await self.conn.execute(statement)).first()
+
+    async def fetch_all(self, statement: Any) -> Sequence[sa.Row[Any]]:
+        return (await self.conn.execute(statement)).all()
+
+
+def counters_table(metadata: sa.MetaData, service: str) -> sa.Table:
+    """Per-tenant gapless counters (customer numbers, order numbers) of one service."""
+    return sa.Table(
+        f"{service}_counters",
+        metadata,
+        sa.Column("tenant_id", sa.String(40), primary_key=True),
+        sa.Column("name", sa.String(40), primary_key=True),
+        sa.Column("value", sa.BigInteger, nullable=False),
+    )
+
+
+async def next_number(uow: UnitOfWork, table: sa.Table, tenant_id: str, name: str) -> int:
+    """The next number of a gapless per-tenant sequence.
+
+    The counter row stays locked until the transaction ends, and a rollback takes the number
+    back, so numbers have no gaps: what invoices and customer numbers need.
+    """
+    stmt = upsert(uow.conn, table).values(tenant_id=tenant_id, name=name, value=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.tenant_id, table.c.name], set_={"value": table.c.value + 1}
+    ).returning(table.c.value)
+    return int((await uow.execute(stmt)).scalar_one())

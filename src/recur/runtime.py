@@ -1,0 +1,67 @@
+"""The composition root: one process's database, event bus, clock and service clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from recur.customers import events as customer_events
+from recur.customers import service as customer_service
+from recur.customers.client import CustomersClient
+from recur.customers.local import LocalCustomersClient
+from recur.kit.clock import Clock, SystemClock
+from recur.kit.db import Database, UnitOfWork
+from recur.kit.events import EventBus
+from recur.orders import events as order_events
+from recur.orders import service as order_service
+from recur.orders.client import OrdersClient
+from recur.orders.local import LocalOrdersClient
+from recur.payments import service as payment_service
+from recur.payments.client import PaymentsClient
+from recur.payments.local import LocalPaymentsClient
+from recur.settings import Settings
+from recur.subscriptions import events as subscription_events
+from recur.subscriptions import service as subscription_service
+from recur.subscriptions.client import SubscriptionsClient
+from recur.subscriptions.local import LocalSubscriptionsClient
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    clock: Clock
+    bus: EventBus
+    customers: CustomersClient = field(init=False)
+    subscriptions: SubscriptionsClient = field(init=False)
+    orders: OrdersClient = field(init=False)
+    payments: PaymentsClient = field(init=False)
+
+    def uow(self) -> UnitOfWork:
+        """A new transaction; its events reach the bus after it commits."""
+        return UnitOfWork(self.db, self.bus)
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
+    """Everything embedded mode needs: all four services in this process, on one database."""
+    clock = clock or SystemClock()
+    db = Database(settings.database_url)
+    bus = EventBus(db, clock)
+    rt = Runtime(settings=settings, db=db, clock=clock, bus=bus)
+    rt.customers = LocalCustomersClient(rt)
+    rt.subscriptions = LocalSubscriptionsClient(rt)
+    rt.orders = LocalOrdersClient(rt)
+    rt.payments = LocalPaymentsClient(rt)
+    for outbox in (
+        customer_service.OUTBOX,
+        subscription_service.OUTBOX,
+        order_service.OUTBOX,
+        payment_service.OUTBOX,
+    ):
+        bus.add_outbox(outbox)
+    customer_events.subscribe(bus)
+    subscription_events.subscribe(bus, rt)
+    order_events.subscribe(bus, rt)
+    return rt

@@ -1,0 +1,1 @@
+"""Subscription Manager Service: catalog, subscriptions, billing engine."""
