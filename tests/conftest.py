@@ -64,9 +64,7 @@ def postgres_url() -> str:
     db_name = f"{name}_{_worker_suffix()}"
 
     async def build() -> None:
-        admin = sa.ext.asyncio.create_async_engine(
-            f"{base}/postgres", isolation_level="AUTOCOMMIT"
-        )
+        admin = sa.ext.asyncio.create_async_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
         async with admin.connect() as conn:
             await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
             await conn.execute(sa.text(f'CREATE DATABASE "{db_name}"'))

@@ -43,7 +43,9 @@ async def insert(uow: UnitOfWork, values: dict[str, Any]) -> None:
 
 async def get(uow: UnitOfWork, tenant_id: str, customer_id: str) -> Any:
     return await uow.fetch_one(
-        sa.select(customers).where(customers.c.tenant_id == tenant_id, customers.c.id == customer_id)
+        sa.select(customers).where(
+            customers.c.tenant_id == tenant_id, customers.c.id == customer_id
+        )
     )
 
 
@@ -84,8 +86,9 @@ def to_history_entry(row: Any) -> BillingHistoryEntry:
     )
 
 
-async def record_history(uow: UnitOfWork, tenant_id: str, entry: BillingHistoryEntry,
-                         customer_id: str) -> None:
+async def record_history(
+    uow: UnitOfWork, tenant_id: str, entry: BillingHistoryEntry, customer_id: str
+) -> None:
     """Insert or bring up to date the history line of one order, payment or refund."""
     values = entry.model_dump()
     values.update(tenant_id=tenant_id, customer_id=customer_id, entry_id=new_id("bhe"))
@@ -94,8 +97,12 @@ async def record_history(uow: UnitOfWork, tenant_id: str, entry: BillingHistoryE
         index_elements=[billing_history.c.id],
         # Events may arrive out of order: an older status never overwrites a newer one.
         where=billing_history.c.updated <= stmt.excluded.updated,
-        set_={"status": stmt.excluded.status, "amount": stmt.excluded.amount,
-              "description": stmt.excluded.description, "updated": stmt.excluded.updated},
+        set_={
+            "status": stmt.excluded.status,
+            "amount": stmt.excluded.amount,
+            "description": stmt.excluded.description,
+            "updated": stmt.excluded.updated,
+        },
     )
     await uow.execute(stmt)
 

@@ -168,9 +168,7 @@ async def set_default_payment_method_if_unset(
                 customer_id,
                 {"default_payment_method_id": payment_method_id, "updated": rt.clock.now()},
             )
-            customer = customer.model_copy(
-                update={"default_payment_method_id": payment_method_id}
-            )
+            customer = customer.model_copy(update={"default_payment_method_id": payment_method_id})
             await uow.commit()
     return customer
 

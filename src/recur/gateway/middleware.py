@@ -70,7 +70,10 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -148,9 +151,16 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         if not 1 <= len(key) <= 255:
-            await _send_json(send, 400, error_body(
-                "invalid_request_error", "idempotency_key_invalid",
-                "Idempotency-Key must be 1 to 255 characters", "Idempotency-Key"))
+            await _send_json(
+                send,
+                400,
+                error_body(
+                    "invalid_request_error",
+                    "idempotency_key_invalid",
+                    "Idempotency-Key must be 1 to 255 characters",
+                    "Idempotency-Key",
+                ),
+            )
             return
 
         body = b""
@@ -218,24 +228,40 @@ class IdempotencyMiddleware:
 
     async def _answer_existing(self, send: Send, row: Any, digest: str) -> None:
         if row.request_hash != digest:
-            await _send_json(send, 409, error_body(
-                "idempotency_error", "idempotency_key_reused",
-                "this Idempotency-Key was used with another request", "Idempotency-Key"))
+            await _send_json(
+                send,
+                409,
+                error_body(
+                    "idempotency_error",
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with another request",
+                    "Idempotency-Key",
+                ),
+            )
             return
         if row.status_code is None:
-            await _send_json(send, 409, error_body(
-                "idempotency_error", "idempotency_key_in_use",
-                "a request with this Idempotency-Key is still being processed", "Idempotency-Key"))
+            await _send_json(
+                send,
+                409,
+                error_body(
+                    "idempotency_error",
+                    "idempotency_key_in_use",
+                    "a request with this Idempotency-Key is still being processed",
+                    "Idempotency-Key",
+                ),
+            )
             return
-        await send({
-            "type": "http.response.start",
-            "status": row.status_code,
-            "headers": [
-                (b"content-type", (row.content_type or "application/json").encode()),
-                (b"content-length", str(len(row.response_body or b"")).encode()),
-                (b"idempotent-replayed", b"true"),
-            ],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": row.status_code,
+                "headers": [
+                    (b"content-type", (row.content_type or "application/json").encode()),
+                    (b"content-length", str(len(row.response_body or b"")).encode()),
+                    (b"idempotent-replayed", b"true"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": row.response_body or b""})
 
     async def _settle(self, tenant_id: str, key: str, captured: dict[str, Any]) -> None:
@@ -250,7 +276,9 @@ class IdempotencyMiddleware:
                     "application/json",
                 )
                 await uow.execute(
-                    sa.update(idempotency_keys).where(*where).values(
+                    sa.update(idempotency_keys)
+                    .where(*where)
+                    .values(
                         status_code=captured["status"],
                         response_body=captured["body"],
                         content_type=content_type,

@@ -165,8 +165,7 @@ class EventBus:
                     .limit(500)
                 )
             events = [
-                Event(r.id, outbox.service, r.tenant_id, r.type, r.payload, r.created)
-                for r in rows
+                Event(r.id, outbox.service, r.tenant_id, r.type, r.payload, r.created) for r in rows
             ]
             await self.deliver(events)
             delivered += len(events)

@@ -33,7 +33,7 @@ async def fetch_page(
     limit: int,
     starting_after: str | None,
 ) -> tuple[Sequence[sa.Row[Any]], bool]:
-    """Rows of `stmt` newest first (ids are time-ordered), after the cursor, and whether more follow."""
+    """Rows of `stmt` newest first (ids are time-ordered) after the cursor; and if more follow."""
     if starting_after is not None:
         stmt = stmt.where(id_column < starting_after)
     rows = await uow.fetch_all(stmt.order_by(id_column.desc()).limit(limit + 1))

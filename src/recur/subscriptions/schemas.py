@@ -36,7 +36,9 @@ class PlanCreate(BaseModel):
     product_id: str = Field(max_length=64)
     nickname: str | None = Field(default=None, max_length=200)
     currency: str = Field(description="ISO 4217, e.g. USD")
-    amount: int = Field(ge=0, strict=True, description="Minor units per period (per unit for per_unit)")
+    amount: int = Field(
+        ge=0, strict=True, description="Minor units per period (per unit for per_unit)"
+    )
     interval: Interval
     interval_count: int = Field(default=1, ge=1, le=365, strict=True)
     trial_days: int = Field(default=0, ge=0, le=730, strict=True)

@@ -1,0 +1,122 @@
+"""The `recur` command: serve the API, migrate, issue keys, run the bill run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from recur.settings import Settings
+
+app = typer.Typer(help="Recur: open-source subscription billing.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys and tenants.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema to the latest version."""
+    from recur.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    console.print(f"database at {_redact(settings.database_url)} is up to date")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default RECUR_HOST or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="Default RECUR_PORT or 8000")] = None,
+) -> None:
+    """Serve the whole API (gateway and all four services) in this process."""
+    import uvicorn
+
+    from recur.app import create_app
+    from recur.runtime import build_runtime
+
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    application = create_app(build_runtime(settings))
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@keys_app.command("create")
+def create_key(
+    tenant: Annotated[str, typer.Option(help="The tenant's name; created if new")],
+) -> None:
+    """Create a secret API key for a tenant. The key is the last line of the output."""
+    from recur.gateway.keys import create_key as issue
+    from recur.kit.clock import SystemClock
+    from recur.kit.db import Database
+
+    if not tenant.strip():
+        raise typer.BadParameter("a tenant needs a name", param_hint="--tenant")
+
+    async def run() -> None:
+        db = Database(_settings().database_url)
+        try:
+            issued = await issue(db, SystemClock(), tenant)
+        finally:
+            await db.dispose()
+        console.print(f"tenant {issued.tenant_name} ({issued.tenant_id}), key {issued.key_id}")
+        console.print("the secret is shown once; keep it safe:", style="bold")
+        print(issued.secret)
+
+    asyncio.run(run())
+
+
+@app.command("bill-run")
+def bill_run() -> None:
+    """Create and charge every renewal that is due now, and end what is due to end."""
+    from recur.runtime import build_runtime
+    from recur.subscriptions import billing
+
+    async def run() -> billing.BillRunResult:
+        rt = build_runtime(_settings())
+        try:
+            due = await billing.count_due(rt)
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("bill run", total=due or None)
+                return await billing.run(rt, on_progress=lambda n: progress.advance(task, n))
+        finally:
+            await rt.close()
+
+    result = asyncio.run(run())
+    console.print(
+        f"renewed {result.renewed}, payment failed {result.failed}, "
+        f"ended {result.canceled}, errors {result.errors}"
+    )
+    if result.errors:
+        raise typer.Exit(1)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,133 @@
+"""HTTP endpoints of the Subscription Manager: catalog, subscriptions, test clocks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from recur.kit.http import RuntimeDep, TenantId
+from recur.kit.pagination import Limit, Page, StartingAfter
+from recur.subscriptions import catalog, service, test_clocks
+from recur.subscriptions.schemas import (
+    Plan,
+    PlanCreate,
+    Product,
+    ProductCreate,
+    Subscription,
+    SubscriptionCancel,
+    SubscriptionCreate,
+    SubscriptionStatus,
+    TestClock,
+    TestClockAdvance,
+    TestClockCreate,
+)
+
+catalog_router = APIRouter(prefix="/v1", tags=["catalog"])
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+test_clock_router = APIRouter(prefix="/v1/test-clocks", tags=["test clocks"])
+
+IdFilter = Annotated[str | None, Query(max_length=64)]
+
+
+@catalog_router.post("/products", response_model=Product)
+async def create_product(params: ProductCreate, tenant_id: TenantId, rt: RuntimeDep) -> Product:
+    return await catalog.create_product(rt, tenant_id, params)
+
+
+@catalog_router.get("/products", response_model=Page[Product])
+async def list_products(
+    tenant_id: TenantId, rt: RuntimeDep, limit: Limit = 10, starting_after: StartingAfter = None
+) -> Page[Product]:
+    return await catalog.list_products(rt, tenant_id, limit, starting_after)
+
+
+@catalog_router.get("/products/{product_id}", response_model=Product)
+async def get_product(product_id: str, tenant_id: TenantId, rt: RuntimeDep) -> Product:
+    return await catalog.get_product(rt, tenant_id, product_id)
+
+
+@catalog_router.post("/plans", response_model=Plan)
+async def create_plan(params: PlanCreate, tenant_id: TenantId, rt: RuntimeDep) -> Plan:
+    return await catalog.create_plan(rt, tenant_id, params)
+
+
+@catalog_router.get("/plans", response_model=Page[Plan])
+async def list_plans(
+    tenant_id: TenantId,
+    rt: RuntimeDep,
+    limit: Limit = 10,
+    starting_after: StartingAfter = None,
+    product_id: IdFilter = None,
+) -> Page[Plan]:
+    return await catalog.list_plans(rt, tenant_id, limit, starting_after, product_id)
+
+
+@catalog_router.get("/plans/{plan_id}", response_model=Plan)
+async def get_plan(plan_id: str, tenant_id: TenantId, rt: RuntimeDep) -> Plan:
+    return await catalog.get_plan(rt, tenant_id, plan_id)
+
+
+@router.post("", response_model=Subscription)
+async def create_subscription(
+    params: SubscriptionCreate, tenant_id: TenantId, rt: RuntimeDep
+) -> Subscription:
+    return await service.create_subscription(rt, tenant_id, params)
+
+
+@router.get("", response_model=Page[Subscription])
+async def list_subscriptions(
+    tenant_id: TenantId,
+    rt: RuntimeDep,
+    limit: Limit = 10,
+    starting_after: StartingAfter = None,
+    customer_id: IdFilter = None,
+    status: SubscriptionStatus | None = None,
+) -> Page[Subscription]:
+    return await service.list_subscriptions(
+        rt, tenant_id, limit, starting_after, customer_id, status
+    )
+
+
+@router.get("/{subscription_id}", response_model=Subscription)
+async def get_subscription(
+    subscription_id: str, tenant_id: TenantId, rt: RuntimeDep
+) -> Subscription:
+    return await service.get_subscription(rt, tenant_id, subscription_id)
+
+
+@router.post("/{subscription_id}/cancel", response_model=Subscription)
+async def cancel_subscription(
+    subscription_id: str,
+    tenant_id: TenantId,
+    rt: RuntimeDep,
+    params: SubscriptionCancel | None = None,
+) -> Subscription:
+    at_period_end = params.at_period_end if params is not None else False
+    return await service.cancel_subscription(rt, tenant_id, subscription_id, at_period_end)
+
+
+@test_clock_router.post("", response_model=TestClock)
+async def create_test_clock(
+    params: TestClockCreate, tenant_id: TenantId, rt: RuntimeDep
+) -> TestClock:
+    return await test_clocks.create_test_clock(rt, tenant_id, params.frozen_time, params.name)
+
+
+@test_clock_router.get("", response_model=Page[TestClock])
+async def list_test_clocks(
+    tenant_id: TenantId, rt: RuntimeDep, limit: Limit = 10, starting_after: StartingAfter = None
+) -> Page[TestClock]:
+    return await test_clocks.list_test_clocks(rt, tenant_id, limit, starting_after)
+
+
+@test_clock_router.get("/{test_clock_id}", response_model=TestClock)
+async def get_test_clock(test_clock_id: str, tenant_id: TenantId, rt: RuntimeDep) -> TestClock:
+    return await test_clocks.get_test_clock(rt, tenant_id, test_clock_id)
+
+
+@test_clock_router.post("/{test_clock_id}/advance", response_model=TestClock)
+async def advance_test_clock(
+    test_clock_id: str, params: TestClockAdvance, tenant_id: TenantId, rt: RuntimeDep
+) -> TestClock:
+    return await test_clocks.advance_test_clock(rt, tenant_id, test_clock_id, params.frozen_time)

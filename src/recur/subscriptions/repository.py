@@ -1,0 +1,191 @@
+"""All SQL of the Subscription Manager."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from recur.kit.db import UnitOfWork
+from recur.kit.pagination import fetch_page
+from recur.subscriptions.schemas import Plan, Product, Subscription, TestClock
+from recur.subscriptions.tables import plans, products, subscriptions, test_clocks
+
+
+def to_product(row: Any) -> Product:
+    return Product(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        active=row.active,
+        metadata=row.metadata,
+        created=row.created,
+    )
+
+
+def to_plan(row: Any) -> Plan:
+    return Plan(
+        id=row.id,
+        product_id=row.product_id,
+        nickname=row.nickname,
+        currency=row.currency,
+        amount=row.amount,
+        interval=row.interval,
+        interval_count=row.interval_count,
+        trial_days=row.trial_days,
+        pricing_model=row.pricing_model,
+        active=row.active,
+        metadata=row.metadata,
+        created=row.created,
+    )
+
+
+def to_subscription(row: Any) -> Subscription:
+    return Subscription(
+        id=row.id,
+        customer_id=row.customer_id,
+        plan_id=row.plan_id,
+        quantity=row.quantity,
+        status=row.status,
+        currency=row.currency,
+        billing_cycle_anchor=row.billing_cycle_anchor,
+        current_period_start=row.current_period_start,
+        current_period_end=row.current_period_end,
+        trial_start=row.trial_start,
+        trial_end=row.trial_end,
+        cancel_at_period_end=row.cancel_at_period_end,
+        canceled_at=row.canceled_at,
+        ended_at=row.ended_at,
+        latest_order_id=row.latest_order_id,
+        test_clock_id=row.test_clock_id,
+        metadata=row.metadata,
+        created=row.created,
+    )
+
+
+def to_test_clock(row: Any) -> TestClock:
+    return TestClock(
+        id=row.id,
+        name=row.name,
+        frozen_time=row.frozen_time,
+        status=row.status,
+        created=row.created,
+    )
+
+
+async def _one(uow: UnitOfWork, table: sa.Table, tenant_id: str, object_id: str) -> Any:
+    return await uow.fetch_one(
+        sa.select(table).where(table.c.tenant_id == tenant_id, table.c.id == object_id)
+    )
+
+
+async def get_product(uow: UnitOfWork, tenant_id: str, product_id: str) -> Any:
+    return await _one(uow, products, tenant_id, product_id)
+
+
+async def get_plan(uow: UnitOfWork, tenant_id: str, plan_id: str) -> Any:
+    return await _one(uow, plans, tenant_id, plan_id)
+
+
+async def get_test_clock(uow: UnitOfWork, tenant_id: str, clock_id: str) -> Any:
+    return await _one(uow, test_clocks, tenant_id, clock_id)
+
+
+async def get_subscription(
+    uow: UnitOfWork, tenant_id: str, subscription_id: str, *, for_update: bool = False
+) -> Any:
+    stmt = sa.select(subscriptions).where(
+        subscriptions.c.tenant_id == tenant_id, subscriptions.c.id == subscription_id
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return await uow.fetch_one(stmt)
+
+
+async def insert(uow: UnitOfWork, table: sa.Table, values: dict[str, Any]) -> None:
+    await uow.execute(sa.insert(table).values(**values))
+
+
+async def update(
+    uow: UnitOfWork, table: sa.Table, tenant_id: str, object_id: str, values: dict[str, Any]
+) -> None:
+    await uow.execute(
+        sa.update(table)
+        .where(table.c.tenant_id == tenant_id, table.c.id == object_id)
+        .values(**values)
+    )
+
+
+async def page(
+    uow: UnitOfWork,
+    table: sa.Table,
+    tenant_id: str,
+    limit: int,
+    starting_after: str | None,
+    **filters: Any,
+) -> tuple[Sequence[Any], bool]:
+    stmt = sa.select(table).where(table.c.tenant_id == tenant_id)
+    for column, value in filters.items():
+        if value is not None:
+            stmt = stmt.where(table.c[column] == value)
+    return await fetch_page(uow, stmt, table.c.id, limit, starting_after)
+
+
+async def claim_due(
+    uow: UnitOfWork,
+    *,
+    now: datetime,
+    wall_now: datetime,
+    lease_until: datetime,
+    test_clock_id: str | None,
+    limit: int,
+) -> Sequence[Any]:
+    """Claim up to `limit` subscriptions whose next action is due, skipping rows that another
+    worker holds (SKIP LOCKED) or has leased, and lease them to this worker."""
+    clock_filter = (
+        subscriptions.c.test_clock_id.is_(None)
+        if test_clock_id is None
+        else subscriptions.c.test_clock_id == test_clock_id
+    )
+    stmt = (
+        sa.select(subscriptions.c.id, subscriptions.c.tenant_id)
+        .where(
+            subscriptions.c.next_action_at <= now,
+            clock_filter,
+            sa.or_(
+                subscriptions.c.claimed_until.is_(None),
+                subscriptions.c.claimed_until < wall_now,
+            ),
+        )
+        .order_by(subscriptions.c.next_action_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = await uow.fetch_all(stmt)
+    if claimed:
+        await uow.execute(
+            sa.update(subscriptions)
+            .where(subscriptions.c.id.in_([r.id for r in claimed]))
+            .values(claimed_until=lease_until)
+        )
+    return claimed
+
+
+async def count_due(uow: UnitOfWork, *, now: datetime, test_clock_id: str | None) -> int:
+    clock_filter = (
+        subscriptions.c.test_clock_id.is_(None)
+        if test_clock_id is None
+        else subscriptions.c.test_clock_id == test_clock_id
+    )
+    stmt = sa.select(sa.func.count()).where(subscriptions.c.next_action_at <= now, clock_filter)
+    return int((await uow.execute(stmt)).scalar_one())
+
+
+async def plan_with_product(uow: UnitOfWork, tenant_id: str, plan_id: str) -> Any:
+    return await uow.fetch_one(
+        sa.select(plans, products.c.name.label("product_name"))
+        .join(products, products.c.id == plans.c.product_id)
+        .where(plans.c.tenant_id == tenant_id, plans.c.id == plan_id)
+    )

@@ -1,0 +1,88 @@
+import sqlalchemy as sa
+
+from recur.kit.db import UTCDateTime
+from recur.kit.events import inbox_table, outbox_table
+
+metadata = sa.MetaData(schema="subscriptions")
+
+products = sa.Table(
+    "products",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.String(1000)),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Index("ix_products_tenant_id", "tenant_id", "id"),
+)
+
+plans = sa.Table(
+    "plans",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("product_id", sa.String(40), sa.ForeignKey(products.c.id), nullable=False),
+    sa.Column("nickname", sa.String(200)),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("interval", sa.String(8), nullable=False),
+    sa.Column("interval_count", sa.Integer, nullable=False),
+    sa.Column("trial_days", sa.Integer, nullable=False),
+    sa.Column("pricing_model", sa.String(20), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Index("ix_plans_tenant_id", "tenant_id", "id"),
+)
+
+test_clocks = sa.Table(
+    "test_clocks",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(200)),
+    sa.Column("frozen_time", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+)
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("customer_id", sa.String(40), nullable=False),
+    sa.Column("plan_id", sa.String(40), sa.ForeignKey(plans.c.id), nullable=False),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("billing_cycle_anchor", UTCDateTime, nullable=False),
+    sa.Column("period_index", sa.Integer, nullable=False),
+    sa.Column("current_period_start", UTCDateTime, nullable=False),
+    sa.Column("current_period_end", UTCDateTime, nullable=False),
+    sa.Column("trial_start", UTCDateTime),
+    sa.Column("trial_end", UTCDateTime),
+    sa.Column("cancel_at_period_end", sa.Boolean, nullable=False),
+    sa.Column("canceled_at", UTCDateTime),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("latest_order_id", sa.String(40)),
+    sa.Column("test_clock_id", sa.String(40), sa.ForeignKey(test_clocks.c.id)),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("updated", UTCDateTime, nullable=False),
+    # When the billing engine must next act (period end, trial end); null once nothing is left.
+    sa.Column("next_action_at", UTCDateTime),
+    # A renewal under way: its period is ordered and charged idempotently, so a worker that
+    # dies between steps leaves this set and the next run finishes the same period.
+    sa.Column("pending_period_start", UTCDateTime),
+    sa.Column("pending_period_end", UTCDateTime),
+    # Wall-clock lease of the worker that claimed the row.
+    sa.Column("claimed_until", UTCDateTime),
+    sa.Index("ix_subscriptions_tenant_id", "tenant_id", "id"),
+    sa.Index("ix_subscriptions_due", "next_action_at", "test_clock_id"),
+)
+
+outbox = outbox_table(metadata, "subscriptions")
+inbox = inbox_table(metadata, "subscriptions")
