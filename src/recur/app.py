@@ -14,7 +14,12 @@ from redis.asyncio import Redis
 
 from recur.customers import api as customers_api
 from recur.gateway.keys import KeyResolver
-from recur.gateway.middleware import AuthMiddleware, IdempotencyMiddleware, RequestIdMiddleware
+from recur.gateway.middleware import (
+    AuthMiddleware,
+    IdempotencyMiddleware,
+    InputGuardMiddleware,
+    RequestIdMiddleware,
+)
 from recur.gateway.ratelimit import MemoryTokenBucket, RateLimiter, RedisTokenBucket
 from recur.kit.http import install_error_handlers
 from recur.orders import api as orders_api
@@ -100,8 +105,9 @@ def create_app(rt: Runtime) -> FastAPI:
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    # Added innermost first: a request meets RequestId, then Auth, then Idempotency.
+    # Added innermost first: a request meets RequestId, Auth, InputGuard, then Idempotency.
     app.add_middleware(IdempotencyMiddleware, db=rt.db, clock=rt.clock, ttl=ttl)
+    app.add_middleware(InputGuardMiddleware)
     app.add_middleware(AuthMiddleware, resolver=KeyResolver(rt.db), limiter=limiter)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -15,6 +15,7 @@ from recur.orders import events as order_events
 from recur.orders import service as order_service
 from recur.orders.client import OrdersClient
 from recur.orders.local import LocalOrdersClient
+from recur.payments import events as payment_events
 from recur.payments import service as payment_service
 from recur.payments.client import PaymentsClient
 from recur.payments.local import LocalPaymentsClient
@@ -64,4 +65,5 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     customer_events.subscribe(bus)
     subscription_events.subscribe(bus, rt)
     order_events.subscribe(bus, rt)
+    payment_events.subscribe(bus, rt)
     return rt

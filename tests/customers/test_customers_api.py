@@ -96,3 +96,25 @@ async def test_bad_input_is_a_4xx_and_changes_nothing(api) -> None:
 async def test_currency_is_normalized(api) -> None:
     customer = (await api.post("/v1/customers", json={"currency": "eur"})).json()
     assert customer["currency"] == "EUR"
+
+
+async def test_nul_characters_are_refused_not_a_500(api) -> None:
+    for path in ("/v1/customers/cus_%00", "/v1/customers?starting_after=%00", "/v1/orders/ord_%00"):
+        response = await api.get(path)
+        assert response.status_code == 400, path
+        assert response.json()["error"]["code"] == "parameter_invalid"
+    stored = await api.post("/v1/customers", json={"name": "Ada\u0000Lovelace"})
+    assert 400 <= stored.status_code < 500
+    assert (await api.get("/v1/customers")).json()["data"] == []
+
+
+async def test_detaching_the_default_card_clears_it(api) -> None:
+    customer = (await api.post("/v1/customers", json={})).json()
+    card = {"number": "4242424242424242", "exp_month": 1, "exp_year": 2099}
+    method = (
+        await api.post(f"/v1/customers/{customer['id']}/payment-methods", json={"card": card})
+    ).json()
+    detached = await api.delete(f"/v1/customers/{customer['id']}/payment-methods/{method['id']}")
+    assert detached.status_code == 200
+    fetched = (await api.get(f"/v1/customers/{customer['id']}")).json()
+    assert fetched["default_payment_method_id"] is None

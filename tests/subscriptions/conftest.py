@@ -27,11 +27,18 @@ class BillingDriver:
 
     async def plan(self, **fields: Any) -> dict[str, Any]:
         product = await self.post("/v1/products", {"name": fields.pop("product", "Pro")})
-        body = {"product_id": product["id"], "currency": "USD", "amount": 1000,
-                "interval": "month", **fields}
+        body = {
+            "product_id": product["id"],
+            "currency": "USD",
+            "amount": 1000,
+            "interval": "month",
+            **fields,
+        }
         return await self.post("/v1/plans", body)
 
-    async def customer(self, card: dict[str, Any] | None = GOOD_CARD, **fields: Any) -> dict[str, Any]:
+    async def customer(
+        self, card: dict[str, Any] | None = GOOD_CARD, **fields: Any
+    ) -> dict[str, Any]:
         customer = await self.post("/v1/customers", {"email": "ada@example.com", **fields})
         if card is not None:
             await self.post(f"/v1/customers/{customer['id']}/payment-methods", {"card": card})
@@ -41,7 +48,9 @@ class BillingDriver:
         return await self.post("/v1/test-clocks", {"frozen_time": frozen_time})
 
     async def advance(self, clock: dict[str, Any], frozen_time: str) -> dict[str, Any]:
-        return await self.post(f"/v1/test-clocks/{clock['id']}/advance", {"frozen_time": frozen_time})
+        return await self.post(
+            f"/v1/test-clocks/{clock['id']}/advance", {"frozen_time": frozen_time}
+        )
 
     async def orders(self, subscription_id: str) -> list[dict[str, Any]]:
         page = await self.get("/v1/orders", subscription_id=subscription_id, limit=100)

@@ -66,9 +66,12 @@ async def test_a_dead_workers_lease_expires_and_the_next_run_takes_over(billing,
     now = datetime(2025, 2, 1, tzinfo=UTC)
     async with runtime.uow() as uow:
         claimed = await repo.claim_due(
-            uow, now=now, wall_now=runtime.clock.now(),
+            uow,
+            now=now,
+            wall_now=runtime.clock.now(),
             lease_until=runtime.clock.now() + engine.LEASE,
-            test_clock_id=clock["id"], limit=10,
+            test_clock_id=clock["id"],
+            limit=10,
         )
         await uow.commit()
     assert [c.id for c in claimed] == [sub["id"]]
@@ -93,19 +96,34 @@ async def _seed_subscription_started(settings, started: datetime) -> tuple[str, 
     app = create_app(rt)
     issued = await create_key(rt.db, rt.clock, "acme")
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t",
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://t",
         headers={"Authorization": f"Bearer {issued.secret}"},
     ) as api:
         product = (await api.post("/v1/products", json={"name": "Pro"})).json()
-        plan = (await api.post("/v1/plans", json={
-            "product_id": product["id"], "currency": "USD", "amount": 500, "interval": "month",
-        })).json()
+        plan = (
+            await api.post(
+                "/v1/plans",
+                json={
+                    "product_id": product["id"],
+                    "currency": "USD",
+                    "amount": 500,
+                    "interval": "month",
+                },
+            )
+        ).json()
         customer = (await api.post("/v1/customers", json={})).json()
         card = {"number": "4242424242424242", "exp_month": 1, "exp_year": 2099}
         await api.post(f"/v1/customers/{customer['id']}/payment-methods", json={"card": card})
-        sub = (await api.post("/v1/subscriptions", json={
-            "customer_id": customer["id"], "plan_id": plan["id"],
-        })).json()
+        sub = (
+            await api.post(
+                "/v1/subscriptions",
+                json={
+                    "customer_id": customer["id"],
+                    "plan_id": plan["id"],
+                },
+            )
+        ).json()
         assert sub["status"] == "active"
     await rt.close()
     return issued.tenant_id, sub["id"]

@@ -24,7 +24,8 @@ async def test_subscribe_charges_the_first_period_at_once(billing) -> None:
     assert order["total"] == order["amount_paid"] == 1500
     assert order["number"] == 1
     assert (order["period_start"], order["period_end"]) == (
-        sub["current_period_start"], sub["current_period_end"]
+        sub["current_period_start"],
+        sub["current_period_end"],
     )
     assert sub["latest_order_id"] == order["id"]
     payments = await billing.get("/v1/payments", order_id=order["id"])
@@ -44,8 +45,18 @@ async def test_monthly_periods_keep_the_anchor_day_for_a_year(billing) -> None:
     orders = await billing.orders(sub["id"])
     starts = [o["period_start"][:10] for o in orders]
     assert starts == [
-        "2024-01-31", "2024-02-29", "2024-03-31", "2024-04-30", "2024-05-31", "2024-06-30",
-        "2024-07-31", "2024-08-31", "2024-09-30", "2024-10-31", "2024-11-30", "2024-12-31",
+        "2024-01-31",
+        "2024-02-29",
+        "2024-03-31",
+        "2024-04-30",
+        "2024-05-31",
+        "2024-06-30",
+        "2024-07-31",
+        "2024-08-31",
+        "2024-09-30",
+        "2024-10-31",
+        "2024-11-30",
+        "2024-12-31",
         "2025-01-31",
     ]
     assert all(o["status"] == "paid" for o in orders)
@@ -252,7 +263,11 @@ async def test_bad_subscription_input_is_4xx_and_makes_nothing(billing, api) -> 
         ({"customer_id": customer["id"], "plan_id": "plan_missing"}, 404, "plan_id"),
         ({"customer_id": customer["id"], "plan_id": usd["id"], "quantity": 0}, 400, "quantity"),
         ({"customer_id": customer["id"], "plan_id": usd["id"], "quantity": "2"}, 400, "quantity"),
-        ({"customer_id": customer["id"], "plan_id": usd["id"], "trial_days": -1}, 400, "trial_days"),
+        (
+            {"customer_id": customer["id"], "plan_id": usd["id"], "trial_days": -1},
+            400,
+            "trial_days",
+        ),
         ({"plan_id": usd["id"]}, 400, "customer_id"),
     ]
     for body, status, param in cases:

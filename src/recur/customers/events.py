@@ -67,7 +67,16 @@ async def record_refund(uow: UnitOfWork, event: Event) -> None:
     await repo.record_history(uow, event.tenant_id, entry, refund["customer_id"])
 
 
+async def forget_detached_default(uow: UnitOfWork, event: Event) -> None:
+    """A detached card stops being the customer's default."""
+    method: dict[str, Any] = event.payload
+    await repo.clear_default_payment_method(
+        uow, event.tenant_id, method["customer_id"], method["id"], event.created
+    )
+
+
 def subscribe(bus: EventBus) -> None:
+    bus.subscribe("payment_method.detached", "customers", inbox, forget_detached_default)
     for event_type in ORDER_EVENTS:
         bus.subscribe(event_type, "customers", inbox, record_order)
     for event_type in PAYMENT_EVENTS:

@@ -63,6 +63,20 @@ async def update(uow: UnitOfWork, tenant_id: str, customer_id: str, values: dict
     )
 
 
+async def clear_default_payment_method(
+    uow: UnitOfWork, tenant_id: str, customer_id: str, payment_method_id: str, at: datetime
+) -> None:
+    await uow.execute(
+        sa.update(customers)
+        .where(
+            customers.c.tenant_id == tenant_id,
+            customers.c.id == customer_id,
+            customers.c.default_payment_method_id == payment_method_id,
+        )
+        .values(default_payment_method_id=None, updated=at)
+    )
+
+
 async def page(
     uow: UnitOfWork, tenant_id: str, limit: int, starting_after: str | None, email: str | None
 ) -> tuple[Sequence[Any], bool]:

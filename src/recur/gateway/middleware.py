@@ -82,6 +82,59 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+class InputGuardMiddleware:
+    """Refuses what no endpoint can store: NUL characters anywhere, and oversized bodies.
+
+    PostgreSQL text cannot hold a NUL while SQLite can; refusing it here makes both databases
+    answer the same 400 instead of one of them failing deep inside a transaction.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int = 1_000_000):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        target = scope.get("raw_path", b"") + b"?" + scope.get("query_string", b"")
+        if b"\x00" in target or b"%00" in target:
+            await _refuse_nul(send)
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
+                await _send_json(send, 413, error_body(
+                    "invalid_request_error", "body_too_large",
+                    f"the request body is over {self.max_body_bytes} bytes"))
+                return
+        if b"\\u0000" in body or b"\x00" in body:
+            await _refuse_nul(send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()  # only the disconnect is left
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse_nul(send: Send) -> None:
+    await _send_json(send, 400, error_body(
+        "invalid_request_error", "parameter_invalid", "NUL characters are not allowed"))
+
+
 class AuthMiddleware:
     """Resolves the tenant from the bearer key, then spends one token of the key's bucket."""
 

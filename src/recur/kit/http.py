@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recur.kit.errors import (
@@ -80,6 +81,16 @@ async def _on_http_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _on_data_error(_request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value the schemas let through (a NUL character, which PostgreSQL
+    # text cannot hold): the caller's input, so a 400; the transaction was rolled back.
+    log.info("database refused a value: %s", type(exc).__name__)
+    body = error_body(
+        "invalid_request_error", "parameter_invalid", "a value in the request cannot be stored"
+    )
+    return JSONResponse(body, status_code=400)
+
+
 async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=exc)
     return JSONResponse(error_body("api_error", "internal_error", "internal error"), 500)
@@ -90,6 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RecurError, _on_recur_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(DataError, _on_data_error)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -20,4 +20,3 @@ class OrdersClient(Protocol):
         Idempotent by (subscription_id, period_start): asking again returns the first order.
         """
         ...
-

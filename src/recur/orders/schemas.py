@@ -80,3 +80,5 @@ class Order(BaseModel):
     created: datetime
     finalized_at: datetime | None
     paid_at: datetime | None
+    voided_at: datetime | None = None
+    marked_uncollectible_at: datetime | None = None

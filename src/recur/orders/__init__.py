@@ -1,0 +1,1 @@
+"""Order Processing Service: orders, their numbers and their invoices."""

@@ -1,0 +1,21 @@
+"""What the Order Processing Service learns from other services' events."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from recur.kit.events import Event, EventBus
+from recur.orders import service
+from recur.orders.tables import inbox
+
+if TYPE_CHECKING:
+    from recur.kit.db import UnitOfWork
+    from recur.runtime import Runtime
+
+
+def subscribe(bus: EventBus, rt: Runtime) -> None:
+    async def record_payment(uow: UnitOfWork, event: Event) -> None:
+        # The bus's inbox applies each event once; apply_payment is safe on a paid order too.
+        await service.apply_payment(uow, event.tenant_id, event.payload, rt.clock.now())
+
+    bus.subscribe("payment.succeeded", "orders", inbox, record_payment)

@@ -1,0 +1,360 @@
+"""Order Processing Service: orders, their gapless numbers, their lifecycle and payments."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from recur.kit.clock import ensure_utc
+from recur.kit.errors import Conflict, InvalidRequest, NotFound
+from recur.kit.events import Outbox
+from recur.kit.ids import new_id
+from recur.kit.money import CurrencyError, normalize_currency
+from recur.kit.pagination import Page
+from recur.orders import invoice
+from recur.orders import repository as repo
+from recur.orders.schemas import (
+    LineKind,
+    Order,
+    OrderCreate,
+    OrderStatus,
+    SubscriptionOrderDraft,
+)
+from recur.orders.tables import outbox
+from recur.orders.totals import LineInput, Totals, compute_totals
+
+if TYPE_CHECKING:
+    from recur.kit.db import UnitOfWork
+    from recur.runtime import Runtime
+
+log = logging.getLogger("recur.orders")
+
+OUTBOX = Outbox("orders", outbox)
+
+
+def _currency(code: str) -> str:
+    try:
+        return normalize_currency(code)
+    except CurrencyError as exc:
+        raise InvalidRequest(f"unknown currency {code!r}", param="currency") from exc
+
+
+async def _load(
+    uow: UnitOfWork, tenant_id: str, order_id: str, *, for_update: bool = False
+) -> Order:
+    row = await repo.get(uow, tenant_id, order_id, for_update=for_update)
+    if row is None:
+        raise NotFound(f"no such order: {order_id}", param="order_id")
+    lines = await repo.lines_of(uow, tenant_id, [order_id])
+    return repo.to_order(row, lines[order_id])
+
+
+async def _record(
+    uow: UnitOfWork, tenant_id: str, event_type: str, order: Order, at: datetime
+) -> None:
+    await OUTBOX.record(uow, tenant_id, event_type, order.model_dump(mode="json"), at)
+
+
+def _line_rows(
+    tenant_id: str,
+    order_id: str,
+    currency: str,
+    kind: LineKind,
+    lines: Sequence[Any],
+    totals: Totals,
+    default_period: tuple[datetime | None, datetime | None] = (None, None),
+) -> list[dict[str, Any]]:
+    rows = []
+    for position, (line, amount) in enumerate(zip(lines, totals.line_amounts, strict=True)):
+        start = getattr(line, "period_start", None) or default_period[0]
+        end = getattr(line, "period_end", None) or default_period[1]
+        rows.append(
+            {
+                "id": new_id("ol"),
+                "tenant_id": tenant_id,
+                "order_id": order_id,
+                "position": position,
+                "kind": kind,
+                "description": line.description,
+                "quantity": line.quantity,
+                "unit_amount": line.unit_amount,
+                "amount": amount,
+                "currency": currency,
+                "period_start": ensure_utc(start) if start else None,
+                "period_end": ensure_utc(end) if end else None,
+            }
+        )
+    return rows
+
+
+async def _finalize(uow: UnitOfWork, tenant_id: str, order_id: str, now: datetime) -> Order:
+    """Number a locked draft and open it; one with nothing due is paid at once, as Stripe does."""
+    row = await repo.get(uow, tenant_id, order_id)
+    assert row is not None and row.status == "draft"
+    # Taken inside this transaction: the counter row stays locked until commit and a
+    # rollback gives the number back, so numbers stay gapless.
+    values: dict[str, Any] = {
+        "number": await repo.next_order_number(uow, tenant_id),
+        "status": "open",
+        "finalized_at": now,
+        "updated": now,
+    }
+    if repo.amount_due("open", row.total, row.amount_paid) == 0:
+        values.update(status="paid", paid_at=now)
+    await repo.update(uow, tenant_id, order_id, values)
+    order = await _load(uow, tenant_id, order_id)
+    # Both events carry the order as it is now, so a late redelivery of the first cannot
+    # show a paid order as open in a read model.
+    await _record(uow, tenant_id, "order.finalized", order, now)
+    if order.status == "paid":
+        await _record(uow, tenant_id, "order.paid", order, now)
+    return order
+
+
+async def create_order(rt: Runtime, tenant_id: str, params: OrderCreate) -> Order:
+    """Create a one-off order for a customer; finalized (numbered) at once unless asked not to.
+
+    The currency defaults to the customer's; a customer without one adopts the order's.
+    """
+    try:
+        customer = await rt.customers.get(tenant_id, params.customer_id)
+    except NotFound as exc:
+        raise NotFound(f"no such customer: {params.customer_id}", param="customer_id") from exc
+    if params.currency is not None:
+        currency = _currency(params.currency)
+    elif customer.currency is not None:
+        currency = customer.currency
+    else:
+        raise InvalidRequest(
+            "the customer has no currency yet: give the order's currency", param="currency"
+        )
+    totals = compute_totals([LineInput(line.unit_amount, line.quantity) for line in params.lines])
+    if customer.currency != currency:
+        # Before our own transaction: the customers service commits in its own.
+        await rt.customers.adopt_currency(tenant_id, customer.id, currency)
+    now = rt.clock.now()
+    async with rt.uow() as uow:
+        order_id = new_id("ord")
+        await repo.insert(
+            uow,
+            {
+                "id": order_id,
+                "tenant_id": tenant_id,
+                "customer_id": customer.id,
+                "subscription_id": None,
+                "number": None,
+                "status": "draft",
+                "currency": currency,
+                "subtotal": totals.subtotal,
+                "total": totals.total,
+                "amount_paid": 0,
+                "period_start": None,
+                "period_end": None,
+                "description": params.description,
+                "created": now,
+                "updated": now,
+            },
+        )
+        await repo.insert_lines(
+            uow, _line_rows(tenant_id, order_id, currency, "one_off", params.lines, totals)
+        )
+        if params.auto_finalize:
+            order = await _finalize(uow, tenant_id, order_id, now)
+        else:
+            order = await _load(uow, tenant_id, order_id)
+        await uow.commit()
+    return order
+
+
+async def create_subscription_order(
+    rt: Runtime, tenant_id: str, draft: SubscriptionOrderDraft
+) -> Order:
+    """Create and finalize the order of one subscription period, for the billing engine.
+
+    Idempotent by (subscription_id, period_start): when that order exists, it is returned
+    unchanged, whether it was made by an earlier run or by a concurrent one.
+    """
+    currency = _currency(draft.currency)
+    totals = compute_totals([LineInput(line.unit_amount, line.quantity) for line in draft.lines])
+    period_start, period_end = ensure_utc(draft.period_start), ensure_utc(draft.period_end)
+    now = rt.clock.now()
+    async with rt.uow() as uow:
+        existing = await repo.get_by_period(uow, tenant_id, draft.subscription_id, period_start)
+        if existing is not None:
+            return await _load(uow, tenant_id, existing.id)
+        order_id = new_id("ord")
+        inserted = await repo.insert_if_absent(
+            uow,
+            {
+                "id": order_id,
+                "tenant_id": tenant_id,
+                "customer_id": draft.customer_id,
+                "subscription_id": draft.subscription_id,
+                "number": None,
+                "status": "draft",
+                "currency": currency,
+                "subtotal": totals.subtotal,
+                "total": totals.total,
+                "amount_paid": 0,
+                "period_start": period_start,
+                "period_end": period_end,
+                "description": draft.description,
+                "created": now,
+                "updated": now,
+            },
+        )
+        if not inserted:
+            # A concurrent run made this period's order and committed while we waited on
+            # its unique key (ON CONFLICT DO NOTHING, so no IntegrityError aborts us): that
+            # order is the answer. Nothing of ours is written; the uow rolls back.
+            existing = await repo.get_by_period(uow, tenant_id, draft.subscription_id, period_start)
+            assert existing is not None
+            return await _load(uow, tenant_id, existing.id)
+        await repo.insert_lines(
+            uow,
+            _line_rows(
+                tenant_id,
+                order_id,
+                currency,
+                "subscription",
+                draft.lines,
+                totals,
+                (period_start, period_end),
+            ),
+        )
+        order = await _finalize(uow, tenant_id, order_id, now)
+        await uow.commit()
+    return order
+
+
+async def get_order(rt: Runtime, tenant_id: str, order_id: str) -> Order:
+    """One order of the tenant; NotFound for any other id."""
+    async with rt.uow() as uow:
+        return await _load(uow, tenant_id, order_id)
+
+
+async def list_orders(
+    rt: Runtime,
+    tenant_id: str,
+    limit: int,
+    starting_after: str | None,
+    customer_id: str | None = None,
+    subscription_id: str | None = None,
+    status: OrderStatus | None = None,
+) -> Page[Order]:
+    """The tenant's orders, newest first, optionally of one customer, subscription or status."""
+    async with rt.uow() as uow:
+        rows, has_more = await repo.page(
+            uow,
+            tenant_id,
+            limit,
+            starting_after,
+            customer_id=customer_id,
+            subscription_id=subscription_id,
+            status=status,
+        )
+        lines = await repo.lines_of(uow, tenant_id, [row.id for row in rows])
+    return Page[Order](data=[repo.to_order(row, lines[row.id]) for row in rows], has_more=has_more)
+
+
+async def finalize_order(rt: Runtime, tenant_id: str, order_id: str) -> Order:
+    """Give a draft its number and open it for payment; Conflict unless it is a draft."""
+    async with rt.uow() as uow:
+        order = await _load(uow, tenant_id, order_id, for_update=True)
+        if order.status != "draft":
+            raise Conflict(f"only a draft can be finalized; this order is {order.status}")
+        order = await _finalize(uow, tenant_id, order_id, rt.clock.now())
+        await uow.commit()
+    return order
+
+
+async def void_order(rt: Runtime, tenant_id: str, order_id: str) -> Order:
+    """Cancel a draft or open order nothing was paid on; Conflict otherwise."""
+    now = rt.clock.now()
+    async with rt.uow() as uow:
+        order = await _load(uow, tenant_id, order_id, for_update=True)
+        if order.status not in ("draft", "open"):
+            raise Conflict(f"a {order.status} order cannot be voided")
+        if order.amount_paid != 0:
+            raise Conflict("an order with payments cannot be voided; refund them first")
+        await repo.update(
+            uow, tenant_id, order_id, {"status": "void", "voided_at": now, "updated": now}
+        )
+        order = await _load(uow, tenant_id, order_id)
+        await _record(uow, tenant_id, "order.voided", order, now)
+        await uow.commit()
+    return order
+
+
+async def mark_uncollectible(rt: Runtime, tenant_id: str, order_id: str) -> Order:
+    """Write off an open order (it can still be paid later); Conflict unless it is open."""
+    now = rt.clock.now()
+    async with rt.uow() as uow:
+        order = await _load(uow, tenant_id, order_id, for_update=True)
+        if order.status != "open":
+            raise Conflict(
+                f"only an open order can be marked uncollectible; this one is {order.status}"
+            )
+        await repo.update(
+            uow,
+            tenant_id,
+            order_id,
+            {"status": "uncollectible", "marked_uncollectible_at": now, "updated": now},
+        )
+        order = await _load(uow, tenant_id, order_id)
+        await _record(uow, tenant_id, "order.uncollectible", order, now)
+        await uow.commit()
+    return order
+
+
+async def apply_payment(
+    uow: UnitOfWork, tenant_id: str, payment: dict[str, Any], now: datetime
+) -> Order | None:
+    """Count a succeeded payment towards its order, in the caller's (the event bus's) transaction.
+
+    An open or uncollectible order paid in full becomes `paid`. `amount_paid` never exceeds
+    the total. Returns the order, or None when the payment concerns no order of this tenant's.
+    """
+    order_id = payment.get("order_id")
+    if not order_id:
+        return None
+    row = await repo.get(uow, tenant_id, order_id, for_update=True)
+    if row is None:
+        log.warning("payment %s names unknown order %s", payment.get("id"), order_id)
+        return None
+    if row.status == "void" or payment.get("currency") != row.currency:
+        # Not ours to absorb: a void order owes nothing, and another currency is no payment
+        # of this order. Left unapplied and logged; refunding it is for the payments side.
+        log.warning(
+            "payment %s (%s %s) not applied to %s order %s in %s",
+            payment.get("id"),
+            payment.get("amount"),
+            payment.get("currency"),
+            row.status,
+            order_id,
+            row.currency,
+        )
+        return None
+    amount = int(payment["amount"])
+    paid = min(row.amount_paid + max(amount, 0), row.total)
+    if paid < row.amount_paid + amount:
+        log.warning("payment %s overpays order %s", payment.get("id"), order_id)
+    values: dict[str, Any] = {"amount_paid": paid, "updated": now}
+    newly_paid = row.status in ("open", "uncollectible") and paid >= row.total
+    if newly_paid:
+        values.update(status="paid", paid_at=now)
+    await repo.update(uow, tenant_id, order_id, values)
+    order = await _load(uow, tenant_id, order_id)
+    if newly_paid:
+        await _record(uow, tenant_id, "order.paid", order, now)
+    return order
+
+
+async def render_invoice(rt: Runtime, tenant_id: str, order_id: str) -> str:
+    """The order's invoice as a self-contained, printable HTML page."""
+    order = await get_order(rt, tenant_id, order_id)
+    # After our transaction closed: never hold a uow while calling another service.
+    customer = await rt.customers.get(tenant_id, order.customer_id)
+    return invoice.render(order, customer)
