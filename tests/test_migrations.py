@@ -30,9 +30,11 @@ def _differences(url: str) -> list[object]:
                     sync_conn,
                     opts={
                         "include_schemas": is_pg,
-                        "include_name": lambda name, type_, _p: type_ != "schema"
-                        or name is None
-                        or name in {m.schema for m in ALL_METADATA},
+                        "include_name": lambda name, type_, _p: (
+                            type_ != "schema"
+                            or name is None
+                            or name in {m.schema for m in ALL_METADATA}
+                        ),
                         "compare_type": True,
                     },
                 )
@@ -43,7 +45,8 @@ def _differences(url: str) -> list[object]:
                 for metadata in ALL_METADATA:
                     for table in metadata.sorted_tables:
                         table.to_metadata(
-                            flat, schema=None,
+                            flat,
+                            schema=None,
                             referred_schema_fn=lambda *_: sa.schema.BLANK_SCHEMA,
                         )
                 return compare_metadata(context, flat)

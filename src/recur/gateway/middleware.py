@@ -111,9 +111,15 @@ class InputGuardMiddleware:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_body_bytes:
-                await _send_json(send, 413, error_body(
-                    "invalid_request_error", "body_too_large",
-                    f"the request body is over {self.max_body_bytes} bytes"))
+                await _send_json(
+                    send,
+                    413,
+                    error_body(
+                        "invalid_request_error",
+                        "body_too_large",
+                        f"the request body is over {self.max_body_bytes} bytes",
+                    ),
+                )
                 return
         if b"\\u0000" in body or b"\x00" in body:
             await _refuse_nul(send)
@@ -131,8 +137,11 @@ class InputGuardMiddleware:
 
 
 async def _refuse_nul(send: Send) -> None:
-    await _send_json(send, 400, error_body(
-        "invalid_request_error", "parameter_invalid", "NUL characters are not allowed"))
+    await _send_json(
+        send,
+        400,
+        error_body("invalid_request_error", "parameter_invalid", "NUL characters are not allowed"),
+    )
 
 
 class AuthMiddleware:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,7 +29,7 @@ class RateLimiter(Protocol):
 class MemoryTokenBucket:
     """One bucket per key in this process: the embedded default and the fallback without Redis."""
 
-    def __init__(self, rate: float, burst: int, now: type[time.monotonic] | None = None):
+    def __init__(self, rate: float, burst: int, now: Callable[[], float] | None = None):
         self.rate = rate
         self.burst = burst
         self._now = now or time.monotonic

@@ -20,4 +20,3 @@ class PaymentsClient(Protocol):
     async def get_payment_method(self, tenant_id: str, payment_method_id: str) -> PaymentMethod:
         """The payment method; NotFound when it is not this tenant's."""
         ...
-

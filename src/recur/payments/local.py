@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from recur.payments import service
+from recur.payments import methods, service
 from recur.payments.schemas import Payment, PaymentMethod
 
 if TYPE_CHECKING:
@@ -19,4 +19,4 @@ class LocalPaymentsClient:
         return await service.charge_order(self._rt, tenant_id, order_id)
 
     async def get_payment_method(self, tenant_id: str, payment_method_id: str) -> PaymentMethod:
-        return await service.get_payment_method(self._rt, tenant_id, payment_method_id)
+        return await methods.get_payment_method(self._rt, tenant_id, payment_method_id)

@@ -72,7 +72,9 @@ class Payment(BaseModel):
 
 class RefundCreate(BaseModel):
     payment_id: str = Field(max_length=64)
-    amount: int | None = Field(default=None, gt=0, strict=True, description="All that is left if omitted")
+    amount: int | None = Field(
+        default=None, gt=0, strict=True, description="All that is left if omitted"
+    )
     reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
 
 
@@ -82,6 +84,19 @@ class Refund(BaseModel):
     payment_id: str
     amount: int
     currency: str
-    status: Literal["succeeded", "failed"]
+    # `pending` while the gateway is asked: the amount is already set aside on the payment.
+    status: Literal["pending", "succeeded", "failed"]
     reason: str | None
+    created: datetime
+
+
+class PaymentStatusReport(BaseModel):
+    """The answer of the original design's `GET /payment-status`: a customer's latest payment."""
+
+    customer_id: int = Field(description="The customer's number")
+    payment_id: str
+    status: PaymentStatus
+    amount: int = Field(description="Minor units")
+    currency: str
+    failure_code: str | None
     created: datetime

@@ -1,0 +1,1 @@
+"""Payment Gateway Service: payment methods, payments, refunds, gateway adapters."""
