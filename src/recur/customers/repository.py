@@ -87,17 +87,7 @@ async def page(
 
 
 def to_history_entry(row: Any) -> BillingHistoryEntry:
-    return BillingHistoryEntry(
-        id=row.id,
-        object=row.object,
-        status=row.status,
-        amount=row.amount,
-        currency=row.currency,
-        description=row.description,
-        order_id=row.order_id,
-        created=row.created,
-        updated=row.updated,
-    )
+    return BillingHistoryEntry.model_validate(row._mapping)
 
 
 async def record_history(

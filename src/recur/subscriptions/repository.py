@@ -14,65 +14,21 @@ from recur.subscriptions.schemas import Plan, Product, Subscription, TestClock
 from recur.subscriptions.tables import plans, products, subscriptions, test_clocks
 
 
+# Rows carry every column the public models have (and a few internal ones, which are ignored).
 def to_product(row: Any) -> Product:
-    return Product(
-        id=row.id,
-        name=row.name,
-        description=row.description,
-        active=row.active,
-        metadata=row.metadata,
-        created=row.created,
-    )
+    return Product.model_validate(row._mapping)
 
 
 def to_plan(row: Any) -> Plan:
-    return Plan(
-        id=row.id,
-        product_id=row.product_id,
-        nickname=row.nickname,
-        currency=row.currency,
-        amount=row.amount,
-        interval=row.interval,
-        interval_count=row.interval_count,
-        trial_days=row.trial_days,
-        pricing_model=row.pricing_model,
-        active=row.active,
-        metadata=row.metadata,
-        created=row.created,
-    )
+    return Plan.model_validate(row._mapping)
 
 
 def to_subscription(row: Any) -> Subscription:
-    return Subscription(
-        id=row.id,
-        customer_id=row.customer_id,
-        plan_id=row.plan_id,
-        quantity=row.quantity,
-        status=row.status,
-        currency=row.currency,
-        billing_cycle_anchor=row.billing_cycle_anchor,
-        current_period_start=row.current_period_start,
-        current_period_end=row.current_period_end,
-        trial_start=row.trial_start,
-        trial_end=row.trial_end,
-        cancel_at_period_end=row.cancel_at_period_end,
-        canceled_at=row.canceled_at,
-        ended_at=row.ended_at,
-        latest_order_id=row.latest_order_id,
-        test_clock_id=row.test_clock_id,
-        metadata=row.metadata,
-        created=row.created,
-    )
+    return Subscription.model_validate(row._mapping)
 
 
 def to_test_clock(row: Any) -> TestClock:
-    return TestClock(
-        id=row.id,
-        name=row.name,
-        frozen_time=row.frozen_time,
-        status=row.status,
-        created=row.created,
-    )
+    return TestClock.model_validate(row._mapping)
 
 
 async def _one(uow: UnitOfWork, table: sa.Table, tenant_id: str, object_id: str) -> Any:
