@@ -29,9 +29,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _fresh_postgres(name: str) -> str:
+def _fresh_postgres(suffix: str) -> str:
     assert PG_URL is not None
-    base, _, _ = PG_URL.rpartition("/")
+    base, _, database = PG_URL.rpartition("/")
+    name = f"{database}_{suffix}"
 
     async def recreate() -> None:
         admin = sa.ext.asyncio.create_async_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
@@ -56,7 +57,7 @@ def live_server(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Li
     if request.param == "sqlite":
         database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('fuzz') / 'recur.db'}"
     else:
-        database_url = _fresh_postgres(f"recur_fuzz_{worker}")
+        database_url = _fresh_postgres(f"fuzz_{worker}")
     port = _free_port()
     env = {
         **os.environ,
