@@ -24,9 +24,10 @@ from recur.gateway.ratelimit import MemoryTokenBucket, RateLimiter, RedisTokenBu
 from recur.kit.http import install_error_handlers
 from recur.orders import api as orders_api
 from recur.payments import api as payments_api
+from recur.payments import dunning_api
 from recur.runtime import Runtime
+from recur.subscriptions import adjustments_api, billing
 from recur.subscriptions import api as subscriptions_api
-from recur.subscriptions import billing
 
 log = logging.getLogger("recur.app")
 
@@ -68,6 +69,13 @@ def create_app(rt: Runtime) -> FastAPI:
                 ),
                 asyncio.create_task(
                     _every(
+                        settings.bill_run_interval_seconds,
+                        lambda: rt.payments.run_due_retries(None, rt.clock.now(), None),
+                        "dunning retries",
+                    )
+                ),
+                asyncio.create_task(
+                    _every(
                         settings.outbox_sweep_interval_seconds,
                         rt.bus.redeliver_pending,
                         "event redelivery",
@@ -80,6 +88,10 @@ def create_app(rt: Runtime) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
+            # Let each job finish unwinding (closing its transaction) before the database
+            # goes: a job cancelled mid-query and left behind would wait forever on a closed
+            # connection.
+            await asyncio.gather(*tasks, return_exceptions=True)
             await rt.close()
 
     app = FastAPI(
@@ -93,11 +105,14 @@ def create_app(rt: Runtime) -> FastAPI:
     for router in (
         customers_api.router,
         subscriptions_api.catalog_router,
+        adjustments_api.coupon_router,
+        adjustments_api.tax_rate_router,
         subscriptions_api.router,
         subscriptions_api.test_clock_router,
         orders_api.router,
         payments_api.router,
         payments_api.seed_router,
+        dunning_api.router,
     ):
         app.include_router(router)
 

@@ -83,11 +83,13 @@ def create_key(
 
 @app.command("bill-run")
 def bill_run() -> None:
-    """Create and charge every renewal that is due now, and end what is due to end."""
+    """Create and charge every renewal that is due now, end what is due to end, then retry
+    the failed renewal charges that are due (dunning)."""
+    from recur.payments.schemas import DunningRunResult
     from recur.runtime import build_runtime
     from recur.subscriptions import billing
 
-    async def run() -> billing.BillRunResult:
+    async def run() -> tuple[billing.BillRunResult, DunningRunResult]:
         rt = build_runtime(_settings())
         try:
             due = await billing.count_due(rt)
@@ -99,16 +101,49 @@ def bill_run() -> None:
                 console=console,
             ) as progress:
                 task = progress.add_task("bill run", total=due or None)
-                return await billing.run(rt, on_progress=lambda n: progress.advance(task, n))
+                renewals = await billing.run(rt, on_progress=lambda n: progress.advance(task, n))
+            # After the renewals: a renewal that just failed is not due for a retry yet.
+            retries = await rt.payments.run_due_retries(None, rt.clock.now(), None)
+            return renewals, retries
         finally:
             await rt.close()
 
-    result = asyncio.run(run())
+    result, retries = asyncio.run(run())
     console.print(
         f"renewed {result.renewed}, payment failed {result.failed}, "
         f"ended {result.canceled}, errors {result.errors}"
     )
-    if result.errors:
+    console.print(
+        f"retries due {retries.processed}: recovered {retries.recovered}, "
+        f"failed again {retries.failed}, exhausted {retries.exhausted}, "
+        f"closed {retries.closed}, errors {retries.errors}"
+    )
+    if result.errors or retries.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify() -> None:
+    """Check the books: balanced ledgers, paid orders covered, no period ordered twice,
+    balances equal to their ledger. Exits 1 and names the offending ids otherwise."""
+    from recur.kit.db import Database
+    from recur.verify import Finding
+    from recur.verify import verify as run_checks
+
+    async def run() -> list[Finding]:
+        db = Database(_settings().database_url)
+        try:
+            return await run_checks(db)
+        finally:
+            await db.dispose()
+
+    findings = asyncio.run(run())
+    for finding in findings:
+        if finding.ok:
+            console.print(f"ok      {finding.check}")
+        else:
+            console.print(f"FAILED  {finding.check}: {', '.join(finding.offenders)}", style="red")
+    if not all(finding.ok for finding in findings):
         raise typer.Exit(1)
 
 

@@ -6,8 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from recur.customers import service
-from recur.customers.schemas import BillingHistoryEntry, Customer, CustomerCreate, CustomerUpdate
+from recur.customers import credits, service
+from recur.customers.schemas import (
+    BalanceTransaction,
+    BillingHistoryEntry,
+    CreditCreate,
+    Customer,
+    CustomerCreate,
+    CustomerUpdate,
+)
 from recur.kit.http import RuntimeDep, TenantId
 from recur.kit.pagination import Limit, Page, StartingAfter
 
@@ -59,3 +66,24 @@ async def billing_history(
     starting_after: StartingAfter = None,
 ) -> Page[BillingHistoryEntry]:
     return await service.billing_history(rt, tenant_id, customer_id, limit, starting_after)
+
+
+@router.post("/{customer_id}/credits", response_model=BalanceTransaction)
+async def grant_credit(
+    customer_id: str, params: CreditCreate, tenant_id: TenantId, rt: RuntimeDep
+) -> BalanceTransaction:
+    """Credit the customer; the credit is spent on its next orders before anything is charged."""
+    return await credits.grant_manual_credit(rt, tenant_id, customer_id, params)
+
+
+@router.get("/{customer_id}/credits", response_model=Page[BalanceTransaction])
+async def list_credits(
+    customer_id: str,
+    tenant_id: TenantId,
+    rt: RuntimeDep,
+    limit: Limit = 10,
+    starting_after: StartingAfter = None,
+) -> Page[BalanceTransaction]:
+    return await credits.list_balance_transactions(
+        rt, tenant_id, customer_id, limit, starting_after
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from recur.customers.schemas import Customer
+from recur.customers.schemas import BalanceTransaction, CreditType, Customer
 
 
 class CustomersClient(Protocol):
@@ -30,4 +30,24 @@ class CustomersClient(Protocol):
         self, tenant_id: str, customer_id: str, payment_method_id: str
     ) -> Customer:
         """Make the payment method (one of the customer's) its default."""
+        ...
+
+    async def grant_credit(
+        self,
+        tenant_id: str,
+        customer_id: str,
+        amount: int,
+        currency: str,
+        *,
+        type_: CreditType,
+        source_id: str,
+        description: str | None = None,
+    ) -> BalanceTransaction:
+        """Add credit to the customer's balance, once per (type, source_id)."""
+        ...
+
+    async def apply_credit(
+        self, tenant_id: str, customer_id: str, order_id: str, currency: str, max_amount: int
+    ) -> int:
+        """Spend up to `max_amount` of the customer's credit on an order, once per order."""
         ...

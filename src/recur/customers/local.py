@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from recur.customers import service
-from recur.customers.schemas import Customer, CustomerUpdate
+from recur.customers import credits, service
+from recur.customers.schemas import BalanceTransaction, CreditType, Customer, CustomerUpdate
 
 if TYPE_CHECKING:
     from recur.runtime import Runtime
@@ -36,3 +36,32 @@ class LocalCustomersClient:
     ) -> Customer:
         params = CustomerUpdate(default_payment_method_id=payment_method_id)
         return await service.update_customer(self._rt, tenant_id, customer_id, params)
+
+    async def grant_credit(
+        self,
+        tenant_id: str,
+        customer_id: str,
+        amount: int,
+        currency: str,
+        *,
+        type_: CreditType,
+        source_id: str,
+        description: str | None = None,
+    ) -> BalanceTransaction:
+        return await credits.grant_credit(
+            self._rt,
+            tenant_id,
+            customer_id,
+            amount,
+            currency,
+            type_=type_,
+            source_id=source_id,
+            description=description,
+        )
+
+    async def apply_credit(
+        self, tenant_id: str, customer_id: str, order_id: str, currency: str, max_amount: int
+    ) -> int:
+        return await credits.apply_credit(
+            self._rt, tenant_id, customer_id, order_id, currency, max_amount
+        )

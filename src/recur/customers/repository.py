@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from recur.customers.schemas import Address, BillingHistoryEntry, Customer
-from recur.customers.tables import billing_history, counters, customers
+from recur.customers.schemas import Address, BalanceTransaction, BillingHistoryEntry, Customer
+from recur.customers.tables import balance_transactions, billing_history, counters, customers
 from recur.kit.db import UnitOfWork, next_number, upsert
 from recur.kit.errors import InvalidRequest
 from recur.kit.ids import new_id
@@ -29,6 +29,8 @@ def to_customer(row: Any) -> Customer:
         metadata=row.metadata,
         default_payment_method_id=row.default_payment_method_id,
         test_clock_id=row.test_clock_id,
+        tax_rate_ids=row.tax_rate_ids or [],
+        balance=row.balance,
         created=row.created,
     )
 
@@ -47,6 +49,52 @@ async def get(uow: UnitOfWork, tenant_id: str, customer_id: str) -> Any:
             customers.c.tenant_id == tenant_id, customers.c.id == customer_id
         )
     )
+
+
+async def get_for_update(uow: UnitOfWork, tenant_id: str, customer_id: str) -> Any:
+    return await uow.fetch_one(
+        sa.select(customers)
+        .where(customers.c.tenant_id == tenant_id, customers.c.id == customer_id)
+        .with_for_update()
+    )
+
+
+def to_balance_transaction(row: Any) -> BalanceTransaction:
+    return BalanceTransaction.model_validate(row._mapping)
+
+
+async def balance_transaction_by_source(
+    uow: UnitOfWork, tenant_id: str, type_: str, source_id: str
+) -> Any:
+    return await uow.fetch_one(
+        sa.select(balance_transactions).where(
+            balance_transactions.c.tenant_id == tenant_id,
+            balance_transactions.c.type == type_,
+            balance_transactions.c.source_id == source_id,
+        )
+    )
+
+
+async def record_balance_change(
+    uow: UnitOfWork, values: dict[str, Any], customer_id: str, ending_balance: int
+) -> None:
+    """Write one balance transaction and the customer's new balance, together."""
+    await uow.execute(sa.insert(balance_transactions).values(**values))
+    await uow.execute(
+        sa.update(customers)
+        .where(customers.c.tenant_id == values["tenant_id"], customers.c.id == customer_id)
+        .values(balance=ending_balance, updated=values["created"])
+    )
+
+
+async def balance_page(
+    uow: UnitOfWork, tenant_id: str, customer_id: str, limit: int, starting_after: str | None
+) -> tuple[Sequence[Any], bool]:
+    stmt = sa.select(balance_transactions).where(
+        balance_transactions.c.tenant_id == tenant_id,
+        balance_transactions.c.customer_id == customer_id,
+    )
+    return await fetch_page(uow, stmt, balance_transactions.c.id, limit, starting_after)
 
 
 async def get_by_number(uow: UnitOfWork, tenant_id: str, number: int) -> Any:

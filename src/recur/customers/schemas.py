@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +22,7 @@ class Address(BaseModel):
 
 
 Metadata = dict[str, str]
+TaxRateIds = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=10)]
 
 
 class CustomerCreate(BaseModel):
@@ -36,6 +37,9 @@ class CustomerCreate(BaseModel):
     )
     metadata: Metadata = Field(default_factory=dict, max_length=50)
     test_clock_id: str | None = Field(default=None, max_length=64)
+    tax_rate_ids: TaxRateIds = Field(
+        default_factory=list, description="Tax rates applied to all the customer's orders"
+    )
 
 
 class CustomerUpdate(BaseModel):
@@ -46,6 +50,7 @@ class CustomerUpdate(BaseModel):
     address: Address | None = None
     metadata: Metadata | None = Field(default=None, max_length=50)
     default_payment_method_id: str | None = Field(default=None, max_length=64)
+    tax_rate_ids: TaxRateIds | None = None
 
 
 class Customer(BaseModel):
@@ -61,6 +66,32 @@ class Customer(BaseModel):
     metadata: Metadata
     default_payment_method_id: str | None
     test_clock_id: str | None
+    tax_rate_ids: list[str] = Field(default_factory=list)
+    balance: int = Field(description="Credit held, in minor units of `currency`")
+    created: datetime
+
+
+CreditType = Literal["manual", "proration", "applied_to_order"]
+
+
+class CreditCreate(BaseModel):
+    amount: int = Field(gt=0, le=2**62, strict=True, description="Credit to grant, minor units")
+    currency: str | None = Field(
+        default=None, description="ISO 4217; defaults to, and must match, the customer's"
+    )
+    description: str | None = Field(default=None, max_length=500)
+
+
+class BalanceTransaction(BaseModel):
+    id: str
+    object: Literal["balance_transaction"] = "balance_transaction"
+    customer_id: str
+    type: CreditType
+    amount: int
+    currency: str
+    ending_balance: int
+    source_id: str
+    description: str | None
     created: datetime
 
 

@@ -27,6 +27,16 @@ def _currency(code: str, param: str = "currency") -> str:
         raise InvalidRequest(f"unknown currency {code!r}", param=param) from exc
 
 
+async def _known_tax_rates(rt: Runtime, tenant_id: str, tax_rate_ids: list[str]) -> list[str]:
+    """The ids, each once, after the Subscription Manager has found every one of them."""
+    tax_rate_ids = list(dict.fromkeys(tax_rate_ids))
+    try:
+        await rt.subscriptions.get_tax_rates(tenant_id, tax_rate_ids)
+    except NotFound as exc:
+        raise NotFound(exc.message, param="tax_rate_ids") from exc
+    return tax_rate_ids
+
+
 async def _load(uow: UnitOfWork, tenant_id: str, customer_id: str) -> Customer:
     row = await repo.get(uow, tenant_id, customer_id)
     if row is None:
@@ -44,6 +54,7 @@ async def create_customer(rt: Runtime, tenant_id: str, params: CustomerCreate) -
             raise NotFound(
                 f"no such test clock: {params.test_clock_id}", param="test_clock_id"
             ) from exc
+    tax_rate_ids = await _known_tax_rates(rt, tenant_id, params.tax_rate_ids)
     now = rt.clock.now()
     async with rt.uow() as uow:
         customer_id = new_id("cus")
@@ -61,6 +72,7 @@ async def create_customer(rt: Runtime, tenant_id: str, params: CustomerCreate) -
                 "currency": currency,
                 "metadata": params.metadata,
                 "test_clock_id": params.test_clock_id,
+                "tax_rate_ids": tax_rate_ids,
                 "created": now,
                 "updated": now,
             },
@@ -100,7 +112,8 @@ async def list_customers(
 async def update_customer(
     rt: Runtime, tenant_id: str, customer_id: str, params: CustomerUpdate
 ) -> Customer:
-    """Change the given fields; `default_payment_method_id` must be one of the customer's."""
+    """Change the given fields; `default_payment_method_id` must be one of the customer's,
+    `tax_rate_ids` the tenant's tax rates."""
     changes = params.model_dump(exclude_unset=True)
     if "default_payment_method_id" in changes:
         pm_id = changes["default_payment_method_id"]
@@ -121,6 +134,10 @@ async def update_customer(
             )
     if "metadata" in changes and changes["metadata"] is None:
         changes["metadata"] = {}
+    if "tax_rate_ids" in changes:
+        changes["tax_rate_ids"] = await _known_tax_rates(
+            rt, tenant_id, changes["tax_rate_ids"] or []
+        )
     now = rt.clock.now()
     async with rt.uow() as uow:
         await _load(uow, tenant_id, customer_id)

@@ -7,7 +7,7 @@ across services for that reason.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +53,12 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for `url`, with service schemas translated away on SQLite."""
+def make_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True) -> AsyncEngine:
+    """An async engine for `url`, with service schemas translated away on SQLite.
+
+    `foreign_keys=False` is for migrations: SQLite rebuilds a table to alter it, and dropping
+    the old copy must not trip the keys that point at it.
+    """
     if is_sqlite(url):
         engine = create_async_engine(
             url,
@@ -71,7 +75,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
@@ -124,6 +128,7 @@ class UnitOfWork:
         self._bus = bus
         self._conn: AsyncConnection | None = None
         self.pending_events: list[Event] = []
+        self._after_commit: list[Callable[[], Awaitable[object]]] = []
 
     @property
     def conn(self) -> AsyncConnection:
@@ -145,11 +150,22 @@ class UnitOfWork:
             await self._conn.close()
             self._conn = None
 
+    def after_commit(self, job: Callable[[], Awaitable[object]]) -> None:
+        """Run `job` once this transaction has committed (never if it rolls back).
+
+        For an event consumer whose work calls other services: that must never happen while
+        its transaction is open (on SQLite it would wait on its own write lock).
+        """
+        self._after_commit.append(job)
+
     async def commit(self) -> None:
         await self.conn.commit()
         events, self.pending_events = self.pending_events, []
         if events and self._bus is not None:
             await self._bus.deliver(events)
+        jobs, self._after_commit = self._after_commit, []
+        for job in jobs:
+            await job()
 
     async def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         return await self.conn.execute(statement, params)

@@ -39,7 +39,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _migrate() -> None:
-    engine = make_engine(config.attributes["database_url"])
+    engine = make_engine(config.attributes["database_url"], foreign_keys=False)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from recur.kit.events import Event, EventBus
 from recur.orders import service
 from recur.orders.tables import inbox
+from recur.payments.schemas import DunningExhausted
 
 if TYPE_CHECKING:
     from recur.kit.db import UnitOfWork
@@ -18,4 +19,12 @@ def subscribe(bus: EventBus, rt: Runtime) -> None:
         # The bus's inbox applies each event once; apply_payment is safe on a paid order too.
         await service.apply_payment(uow, event.tenant_id, event.payload, rt.clock.now())
 
+    async def write_off_after_dunning(uow: UnitOfWork, event: Event) -> None:
+        # The last retry failed: written off, unless it was paid or voided meanwhile.
+        exhausted = DunningExhausted.model_validate(event.payload)
+        await service.write_off_after_dunning(
+            uow, event.tenant_id, exhausted.order_id, rt.clock.now()
+        )
+
     bus.subscribe("payment.succeeded", "orders", inbox, record_payment)
+    bus.subscribe("dunning.exhausted", "orders", inbox, write_off_after_dunning)

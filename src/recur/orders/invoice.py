@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from functools import cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -14,6 +15,10 @@ from recur.orders.schemas import Order
 
 def _date(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d") if moment is not None else ""
+
+
+def _percentage(value: Decimal) -> str:
+    return format(value.normalize(), "f")  # 20, 7.625: no trailing zeros, no exponent
 
 
 @cache
@@ -29,6 +34,7 @@ def _environment() -> Environment:
     )
     env.filters["money"] = format_amount
     env.filters["date"] = _date
+    env.filters["percentage"] = _percentage
     return env
 
 

@@ -11,13 +11,14 @@ import sqlalchemy as sa
 
 from recur.kit.db import UnitOfWork, insert_ignoring_conflicts, next_number
 from recur.kit.pagination import fetch_page
-from recur.orders.schemas import Order, OrderLine
+from recur.orders.schemas import Order, OrderDiscount, OrderLine, OrderTaxAmount
 from recur.orders.tables import counters, order_lines, orders
 
 
-def amount_due(status: str, total: int, amount_paid: int) -> int:
-    # A void order is owed nothing, whatever its total.
-    return 0 if status == "void" else max(total - amount_paid, 0)
+def amount_due(status: str, total: int, amount_paid: int, credit_applied: int = 0) -> int:
+    # A void order is owed nothing, whatever its total; credit from the customer's balance
+    # pays its part before any charge.
+    return 0 if status == "void" else max(total - credit_applied - amount_paid, 0)
 
 
 def to_line(row: Any) -> OrderLine:
@@ -44,9 +45,18 @@ def to_order(row: Any, lines: Sequence[Any]) -> Order:
         currency=row.currency,
         lines=[to_line(line) for line in lines],
         subtotal=row.subtotal,
+        discount=(
+            OrderDiscount(coupon_id=row.coupon_id, name=row.coupon_name, amount=row.discount_amount)
+            if row.coupon_id is not None
+            else None
+        ),
+        tax=row.tax,
+        tax_amounts=[OrderTaxAmount.model_validate(t) for t in row.tax_amounts or []],
+        total_excluding_tax=row.total - row.tax,
         total=row.total,
         amount_paid=row.amount_paid,
-        amount_due=amount_due(row.status, row.total, row.amount_paid),
+        credit_applied=row.credit_applied,
+        amount_due=amount_due(row.status, row.total, row.amount_paid, row.credit_applied),
         period_start=row.period_start,
         period_end=row.period_end,
         description=row.description,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from decimal import Decimal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer
 
 OrderStatus = Literal["draft", "open", "paid", "void", "uncollectible"]
 LineKind = Literal["subscription", "one_off"]
+# An exact percentage; a number in JSON, as Stripe's API gives it.
+Percentage = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
 
 
 class OrderLineIn(BaseModel):
@@ -25,6 +28,7 @@ class OrderCreate(BaseModel):
     lines: list[OrderLineIn] = Field(min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=500)
     auto_finalize: bool = Field(default=True, description="Finalize (number it) at once")
+    coupon_id: str | None = Field(default=None, max_length=64, description="A coupon to apply")
 
 
 class OrderLineDraft(BaseModel):
@@ -37,6 +41,24 @@ class OrderLineDraft(BaseModel):
     period_end: datetime | None = None
 
 
+class DiscountTerms(BaseModel):
+    """A coupon's terms, to take off an order's subtotal: percent_off or amount_off."""
+
+    coupon_id: str
+    name: str | None = None
+    percent_off: Percentage | None = None
+    amount_off: int | None = Field(default=None, description="In the order's currency")
+
+
+class OrderTaxRate(BaseModel):
+    """A tax rate to apply to an order."""
+
+    tax_rate_id: str
+    display_name: str
+    percentage: Percentage
+    inclusive: bool
+
+
 class SubscriptionOrderDraft(BaseModel):
     """What the billing engine asks to be ordered for one subscription period."""
 
@@ -47,6 +69,10 @@ class SubscriptionOrderDraft(BaseModel):
     period_end: datetime
     lines: list[OrderLineDraft]
     description: str | None = None
+    discount: DiscountTerms | None = Field(
+        default=None, description="The subscription's coupon, when it applies to this period"
+    )
+    tax_rates: list[OrderTaxRate] = Field(default_factory=list)
 
 
 class OrderLine(BaseModel):
@@ -61,6 +87,16 @@ class OrderLine(BaseModel):
     period_end: datetime | None
 
 
+class OrderDiscount(BaseModel):
+    coupon_id: str
+    name: str | None
+    amount: int = Field(description="Taken off the subtotal, minor units")
+
+
+class OrderTaxAmount(OrderTaxRate):
+    amount: int = Field(description="Tax at this rate, minor units")
+
+
 class Order(BaseModel):
     id: str
     object: Literal["order"] = "order"
@@ -71,8 +107,13 @@ class Order(BaseModel):
     currency: str
     lines: list[OrderLine]
     subtotal: int
-    total: int
+    discount: OrderDiscount | None = None
+    tax: int = Field(default=0, description="All tax, included in prices or added")
+    tax_amounts: list[OrderTaxAmount] = Field(default_factory=list)
+    total_excluding_tax: int
+    total: int = Field(description="subtotal - discount + tax not included in prices")
     amount_paid: int
+    credit_applied: int = Field(default=0, description="Paid from the customer's credit balance")
     amount_due: int
     period_start: datetime | None
     period_end: datetime | None

@@ -16,16 +16,19 @@ from recur.kit.pagination import Page
 from recur.orders import invoice
 from recur.orders import repository as repo
 from recur.orders.schemas import (
+    DiscountTerms,
     LineKind,
     Order,
     OrderCreate,
     OrderStatus,
+    OrderTaxRate,
     SubscriptionOrderDraft,
 )
 from recur.orders.tables import outbox
-from recur.orders.totals import LineInput, Totals, compute_totals
+from recur.orders.totals import DiscountInput, LineInput, TaxRateInput, Totals, compute_totals
 
 if TYPE_CHECKING:
+    from recur.customers.schemas import Customer
     from recur.kit.db import UnitOfWork
     from recur.runtime import Runtime
 
@@ -89,6 +92,69 @@ def _line_rows(
     return rows
 
 
+def _totals(
+    lines: Sequence[Any], discount: DiscountTerms | None, rates: Sequence[OrderTaxRate]
+) -> Totals:
+    return compute_totals(
+        [LineInput(line.unit_amount, line.quantity) for line in lines],
+        None if discount is None else DiscountInput(discount.percent_off, discount.amount_off),
+        [TaxRateInput(rate.percentage, rate.inclusive) for rate in rates],
+    )
+
+
+def _adjustment_values(
+    totals: Totals, discount: DiscountTerms | None, rates: Sequence[OrderTaxRate]
+) -> dict[str, Any]:
+    """The order's discount and tax columns."""
+    return {
+        "discount_amount": totals.discount,
+        "coupon_id": None if discount is None else discount.coupon_id,
+        "coupon_name": None if discount is None else discount.name,
+        "tax": totals.tax,
+        "tax_amounts": [
+            {
+                "tax_rate_id": rate.tax_rate_id,
+                "display_name": rate.display_name,
+                "percentage": str(rate.percentage),  # text: exact, as the catalog keeps it
+                "inclusive": rate.inclusive,
+                "amount": amount,
+            }
+            for rate, amount in zip(rates, totals.tax_amounts, strict=True)
+        ],
+    }
+
+
+async def _customer_tax_rates(
+    rt: Runtime, tenant_id: str, customer: Customer
+) -> list[OrderTaxRate]:
+    rates = await rt.subscriptions.get_tax_rates(tenant_id, customer.tax_rate_ids)
+    return [
+        OrderTaxRate(
+            tax_rate_id=rate.id,
+            display_name=rate.display_name,
+            percentage=rate.percentage,
+            inclusive=rate.inclusive,
+        )
+        for rate in rates
+    ]
+
+
+async def _redeem_coupon(
+    rt: Runtime, tenant_id: str, customer: Customer, coupon_id: str, currency: str, order_id: str
+) -> DiscountTerms:
+    """Apply the coupon to the order as of the customer's time (its test clock's, if any)."""
+    at = rt.clock.now()
+    if customer.test_clock_id is not None:
+        at = (await rt.subscriptions.get_test_clock(tenant_id, customer.test_clock_id)).frozen_time
+    coupon = await rt.subscriptions.redeem_coupon(tenant_id, coupon_id, currency, at, order_id)
+    return DiscountTerms(
+        coupon_id=coupon.id,
+        name=coupon.name,
+        percent_off=coupon.percent_off,
+        amount_off=coupon.amount_off,
+    )
+
+
 async def _finalize(uow: UnitOfWork, tenant_id: str, order_id: str, now: datetime) -> Order:
     """Number a locked draft and open it; one with nothing due is paid at once, as Stripe does."""
     row = await repo.get(uow, tenant_id, order_id)
@@ -113,10 +179,43 @@ async def _finalize(uow: UnitOfWork, tenant_id: str, order_id: str, now: datetim
     return order
 
 
+async def apply_customer_credit(rt: Runtime, tenant_id: str, order: Order) -> Order:
+    """Pay what an open order owes from the customer's credit balance, before any charge.
+
+    Runs after the order is committed, so a crash in between leaves an open order without
+    credit; every path that hands out an order calls this again, and the customers service
+    spends credit once per order, so it is never spent twice.
+    """
+    if order.status != "open" or order.amount_due == 0 or order.credit_applied:
+        return order
+    applied = await rt.customers.apply_credit(
+        tenant_id, order.customer_id, order.id, order.currency, order.amount_due
+    )
+    if applied == 0:
+        return order
+    now = rt.clock.now()
+    async with rt.uow() as uow:
+        row = await repo.get(uow, tenant_id, order.id, for_update=True)
+        assert row is not None
+        if row.credit_applied:
+            return await _load(uow, tenant_id, order.id)
+        values: dict[str, Any] = {"credit_applied": applied, "updated": now}
+        paid = row.status == "open" and row.amount_paid + applied >= row.total
+        if paid:
+            values.update(status="paid", paid_at=now)
+        await repo.update(uow, tenant_id, order.id, values)
+        order = await _load(uow, tenant_id, order.id)
+        if paid:
+            await _record(uow, tenant_id, "order.paid", order, now)
+        await uow.commit()
+    return order
+
+
 async def create_order(rt: Runtime, tenant_id: str, params: OrderCreate) -> Order:
     """Create a one-off order for a customer; finalized (numbered) at once unless asked not to.
 
     The currency defaults to the customer's; a customer without one adopts the order's.
+    The customer's tax rates apply, and `coupon_id`'s discount (one use of it is counted).
     """
     try:
         customer = await rt.customers.get(tenant_id, params.customer_id)
@@ -130,45 +229,70 @@ async def create_order(rt: Runtime, tenant_id: str, params: OrderCreate) -> Orde
         raise InvalidRequest(
             "the customer has no currency yet: give the order's currency", param="currency"
         )
-    totals = compute_totals([LineInput(line.unit_amount, line.quantity) for line in params.lines])
-    if customer.currency != currency:
-        # Before our own transaction: the customers service commits in its own.
-        await rt.customers.adopt_currency(tenant_id, customer.id, currency)
-    now = rt.clock.now()
-    async with rt.uow() as uow:
-        order_id = new_id("ord")
-        await repo.insert(
-            uow,
-            {
-                "id": order_id,
-                "tenant_id": tenant_id,
-                "customer_id": customer.id,
-                "subscription_id": None,
-                "number": None,
-                "status": "draft",
-                "currency": currency,
-                "subtotal": totals.subtotal,
-                "total": totals.total,
-                "amount_paid": 0,
-                "period_start": None,
-                "period_end": None,
-                "description": params.description,
-                "created": now,
-                "updated": now,
-            },
+    rates = await _customer_tax_rates(rt, tenant_id, customer)
+    # Checked before a coupon is redeemed: a discount only ever lowers the totals.
+    totals = _totals(params.lines, None, rates)
+    order_id = new_id("ord")
+    discount = None
+    if params.coupon_id is not None:
+        discount = await _redeem_coupon(
+            rt, tenant_id, customer, params.coupon_id, currency, order_id
         )
-        await repo.insert_lines(
-            uow, _line_rows(tenant_id, order_id, currency, "one_off", params.lines, totals)
-        )
-        if params.auto_finalize:
-            order = await _finalize(uow, tenant_id, order_id, now)
-        else:
-            order = await _load(uow, tenant_id, order_id)
-        await uow.commit()
-    return order
+        totals = _totals(params.lines, discount, rates)
+    try:
+        if customer.currency != currency:
+            # Before our own transaction: the customers service commits in its own.
+            await rt.customers.adopt_currency(tenant_id, customer.id, currency)
+        now = rt.clock.now()
+        async with rt.uow() as uow:
+            await repo.insert(
+                uow,
+                {
+                    "id": order_id,
+                    "tenant_id": tenant_id,
+                    "customer_id": customer.id,
+                    "subscription_id": None,
+                    "number": None,
+                    "status": "draft",
+                    "currency": currency,
+                    "subtotal": totals.subtotal,
+                    **_adjustment_values(totals, discount, rates),
+                    "total": totals.total,
+                    "amount_paid": 0,
+                    "period_start": None,
+                    "period_end": None,
+                    "description": params.description,
+                    "created": now,
+                    "updated": now,
+                },
+            )
+            await repo.insert_lines(
+                uow, _line_rows(tenant_id, order_id, currency, "one_off", params.lines, totals)
+            )
+            if params.auto_finalize:
+                order = await _finalize(uow, tenant_id, order_id, now)
+            else:
+                order = await _load(uow, tenant_id, order_id)
+            await uow.commit()
+    except Exception:
+        if discount is not None:
+            # The coupon's use was counted for an order that was never made: give it back.
+            await rt.subscriptions.release_coupon(tenant_id, discount.coupon_id, order_id)
+        raise
+    return await apply_customer_credit(rt, tenant_id, order)
 
 
 async def create_subscription_order(
+    rt: Runtime, tenant_id: str, draft: SubscriptionOrderDraft
+) -> Order:
+    """Create and finalize the order of one subscription period, for the billing engine, and
+    pay what it can from the customer's credit. Idempotent by (subscription_id, period_start).
+    """
+    order = await _create_subscription_order(rt, tenant_id, draft)
+    return await apply_customer_credit(rt, tenant_id, order)
+
+
+async def _create_subscription_order(
     rt: Runtime, tenant_id: str, draft: SubscriptionOrderDraft
 ) -> Order:
     """Create and finalize the order of one subscription period, for the billing engine.
@@ -177,7 +301,7 @@ async def create_subscription_order(
     unchanged, whether it was made by an earlier run or by a concurrent one.
     """
     currency = _currency(draft.currency)
-    totals = compute_totals([LineInput(line.unit_amount, line.quantity) for line in draft.lines])
+    totals = _totals(draft.lines, draft.discount, draft.tax_rates)
     period_start, period_end = ensure_utc(draft.period_start), ensure_utc(draft.period_end)
     now = rt.clock.now()
     async with rt.uow() as uow:
@@ -196,6 +320,7 @@ async def create_subscription_order(
                 "status": "draft",
                 "currency": currency,
                 "subtotal": totals.subtotal,
+                **_adjustment_values(totals, draft.discount, draft.tax_rates),
                 "total": totals.total,
                 "amount_paid": 0,
                 "period_start": period_start,
@@ -267,7 +392,7 @@ async def finalize_order(rt: Runtime, tenant_id: str, order_id: str) -> Order:
             raise Conflict(f"only a draft can be finalized; this order is {order.status}")
         order = await _finalize(uow, tenant_id, order_id, rt.clock.now())
         await uow.commit()
-    return order
+    return await apply_customer_credit(rt, tenant_id, order)
 
 
 async def void_order(rt: Runtime, tenant_id: str, order_id: str) -> Order:
@@ -297,15 +422,31 @@ async def mark_uncollectible(rt: Runtime, tenant_id: str, order_id: str) -> Orde
             raise Conflict(
                 f"only an open order can be marked uncollectible; this one is {order.status}"
             )
-        await repo.update(
-            uow,
-            tenant_id,
-            order_id,
-            {"status": "uncollectible", "marked_uncollectible_at": now, "updated": now},
-        )
-        order = await _load(uow, tenant_id, order_id)
-        await _record(uow, tenant_id, "order.uncollectible", order, now)
+        order = await _write_off(uow, tenant_id, order_id, now)
         await uow.commit()
+    return order
+
+
+async def write_off_after_dunning(
+    uow: UnitOfWork, tenant_id: str, order_id: str, now: datetime
+) -> Order | None:
+    """Mark an order uncollectible once its last payment retry failed, in the caller's (the
+    event bus's) transaction. None when it is no longer open (paid or voided meanwhile)."""
+    row = await repo.get(uow, tenant_id, order_id, for_update=True)
+    if row is None or row.status != "open":
+        return None
+    return await _write_off(uow, tenant_id, order_id, now)
+
+
+async def _write_off(uow: UnitOfWork, tenant_id: str, order_id: str, now: datetime) -> Order:
+    await repo.update(
+        uow,
+        tenant_id,
+        order_id,
+        {"status": "uncollectible", "marked_uncollectible_at": now, "updated": now},
+    )
+    order = await _load(uow, tenant_id, order_id)
+    await _record(uow, tenant_id, "order.uncollectible", order, now)
     return order
 
 
@@ -338,11 +479,11 @@ async def apply_payment(
         )
         return None
     amount = int(payment["amount"])
-    paid = min(row.amount_paid + max(amount, 0), row.total)
+    paid = min(row.amount_paid + max(amount, 0), row.total - row.credit_applied)
     if paid < row.amount_paid + amount:
         log.warning("payment %s overpays order %s", payment.get("id"), order_id)
     values: dict[str, Any] = {"amount_paid": paid, "updated": now}
-    newly_paid = row.status in ("open", "uncollectible") and paid >= row.total
+    newly_paid = row.status in ("open", "uncollectible") and paid + row.credit_applied >= row.total
     if newly_paid:
         values.update(status="paid", paid_at=now)
     await repo.update(uow, tenant_id, order_id, values)

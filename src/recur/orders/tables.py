@@ -17,8 +17,19 @@ orders = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("subtotal", sa.BigInteger, nullable=False),
+    # Discount and tax as computed when the order was made (orders.totals), with copies of the
+    # coupon's name and the tax rates, so later catalog changes never rewrite an issued order.
+    # total = subtotal - discount_amount + the tax not included in prices.
+    sa.Column("discount_amount", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("coupon_id", sa.String(40)),
+    sa.Column("coupon_name", sa.String(200)),
+    sa.Column("tax", sa.BigInteger, nullable=False, server_default="0"),
+    # [{tax_rate_id, display_name, percentage (text), inclusive, amount}]
+    sa.Column("tax_amounts", sa.JSON, nullable=False, server_default=sa.text("'[]'")),
     sa.Column("total", sa.BigInteger, nullable=False),
     sa.Column("amount_paid", sa.BigInteger, nullable=False),
+    # Paid from the customer\'s credit balance, before any charge.
+    sa.Column("credit_applied", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("period_start", UTCDateTime),
     sa.Column("period_end", UTCDateTime),
     # Text, not String(n): the billing engine writes descriptions of any length.

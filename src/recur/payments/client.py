@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
-from recur.payments.schemas import Payment, PaymentMethod
+from recur.payments.schemas import DunningRunResult, Payment, PaymentMethod
 
 
 class PaymentsClient(Protocol):
@@ -19,4 +20,17 @@ class PaymentsClient(Protocol):
 
     async def get_payment_method(self, tenant_id: str, payment_method_id: str) -> PaymentMethod:
         """The payment method; NotFound when it is not this tenant's."""
+        ...
+
+    async def next_retry_due(
+        self, tenant_id: str, test_clock_id: str | None, until: datetime
+    ) -> datetime | None:
+        """When the earliest dunning retry due by `until` on the clock falls (None if none)."""
+        ...
+
+    async def run_due_retries(
+        self, tenant_id: str | None, now: datetime, test_clock_id: str | None
+    ) -> DunningRunResult:
+        """Retry the failed renewal charges due by `now` on the clock (the real one when
+        `test_clock_id` is None), of one tenant or of all. Safe to run twice."""
         ...

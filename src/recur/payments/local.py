@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from recur.payments import methods, service
-from recur.payments.schemas import Payment, PaymentMethod
+from recur.payments import dunning, methods, service
+from recur.payments.schemas import DunningRunResult, Payment, PaymentMethod
 
 if TYPE_CHECKING:
     from recur.runtime import Runtime
@@ -20,3 +21,15 @@ class LocalPaymentsClient:
 
     async def get_payment_method(self, tenant_id: str, payment_method_id: str) -> PaymentMethod:
         return await methods.get_payment_method(self._rt, tenant_id, payment_method_id)
+
+    async def next_retry_due(
+        self, tenant_id: str, test_clock_id: str | None, until: datetime
+    ) -> datetime | None:
+        return await dunning.next_retry_due(self._rt, tenant_id, test_clock_id, until)
+
+    async def run_due_retries(
+        self, tenant_id: str | None, now: datetime, test_clock_id: str | None
+    ) -> DunningRunResult:
+        return await dunning.run_due_retries(
+            self._rt, now, test_clock_id=test_clock_id, tenant_id=tenant_id
+        )

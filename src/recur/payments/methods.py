@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from recur.kit.errors import NotFound, PaymentDeclined
 from recur.kit.ids import new_id
 from recur.kit.pagination import Page, to_page
+from recur.payments import dunning
 from recur.payments import repository as repo
 from recur.payments.checks import _check_filters, _check_id, _customer, _method_row
 from recur.payments.gateways import DEFAULT_GATEWAY, gateway_for
@@ -63,9 +64,14 @@ async def add_payment_method(
         await uow.commit()
     # After the commit: customers checks the method through our client, in its own transaction.
     if params.set_default:
-        await rt.customers.set_default_payment_method(tenant_id, customer_id, method.id)
+        customer = await rt.customers.set_default_payment_method(tenant_id, customer_id, method.id)
     else:
-        await rt.customers.set_default_payment_method_if_unset(tenant_id, customer_id, method.id)
+        customer = await rt.customers.set_default_payment_method_if_unset(
+            tenant_id, customer_id, method.id
+        )
+    if customer.default_payment_method_id == method.id:
+        # A new default card: the customer's failed renewal charges are retried with it now.
+        await dunning.retry_with_new_default(rt, tenant_id, customer_id)
     return method
 
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from recur.kit.db import UnitOfWork
+from recur.kit.db import UnitOfWork, insert_ignoring_conflicts, upsert
 from recur.kit.pagination import fetch_page
 from recur.payments.schemas import CardDetails, Payment, PaymentMethod, Refund
-from recur.payments.tables import payment_methods, payments, refunds
+from recur.payments.tables import (
+    payment_dunning,
+    payment_methods,
+    payments,
+    payments_dunning_settings,
+    refunds,
+)
 
 
 def to_payment_method(row: Any) -> PaymentMethod:
@@ -188,3 +195,168 @@ async def refunds_page(
     if payment_id is not None:
         stmt = stmt.where(refunds.c.payment_id == payment_id)
     return await fetch_page(uow, stmt, refunds.c.id, limit, starting_after)
+
+
+# Dunning
+
+
+async def get_dunning_settings(uow: UnitOfWork, tenant_id: str) -> Any:
+    return await uow.fetch_one(
+        sa.select(payments_dunning_settings).where(
+            payments_dunning_settings.c.tenant_id == tenant_id
+        )
+    )
+
+
+async def save_dunning_settings(
+    uow: UnitOfWork, tenant_id: str, retry_days: list[int], final_action: str, at: datetime
+) -> None:
+    values = {"retry_days": retry_days, "final_action": final_action, "updated": at}
+    stmt = upsert(uow.conn, payments_dunning_settings).values(tenant_id=tenant_id, **values)
+    await uow.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[payments_dunning_settings.c.tenant_id], set_=values
+        )
+    )
+
+
+async def get_dunning(
+    uow: UnitOfWork, tenant_id: str, order_id: str, *, for_update: bool = False
+) -> Any:
+    stmt = sa.select(payment_dunning).where(
+        payment_dunning.c.tenant_id == tenant_id, payment_dunning.c.order_id == order_id
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return await uow.fetch_one(stmt)
+
+
+async def insert_dunning_if_absent(uow: UnitOfWork, values: dict[str, Any]) -> bool:
+    """Open a dunning record; False when the order has one already (one per order, ever)."""
+    result = await uow.execute(
+        insert_ignoring_conflicts(uow.conn, payment_dunning).values(**values)
+    )
+    return result.rowcount == 1
+
+
+async def update_dunning(
+    uow: UnitOfWork, tenant_id: str, order_id: str, values: dict[str, Any]
+) -> None:
+    await uow.execute(
+        sa.update(payment_dunning)
+        .where(payment_dunning.c.tenant_id == tenant_id, payment_dunning.c.order_id == order_id)
+        .values(**values)
+    )
+
+
+def _dunning_due(
+    *, until: datetime, wall_now: datetime, test_clock_id: str | None, tenant_id: str | None
+) -> list[Any]:
+    """Open records due by `until` on one clock that no worker holds a lease on."""
+    conditions = [
+        payment_dunning.c.status == "open",
+        payment_dunning.c.next_retry_at <= until,
+        payment_dunning.c.test_clock_id.is_(None)
+        if test_clock_id is None
+        else payment_dunning.c.test_clock_id == test_clock_id,
+        sa.or_(
+            payment_dunning.c.claimed_until.is_(None),
+            payment_dunning.c.claimed_until < wall_now,
+        ),
+    ]
+    if tenant_id is not None:
+        conditions.append(payment_dunning.c.tenant_id == tenant_id)
+    return conditions
+
+
+async def claim_due_dunning(
+    uow: UnitOfWork,
+    *,
+    now: datetime,
+    wall_now: datetime,
+    lease_until: datetime,
+    test_clock_id: str | None,
+    tenant_id: str | None,
+    limit: int,
+) -> Sequence[Any]:
+    """Claim up to `limit` records whose retry is due, skipping rows another worker holds
+    (SKIP LOCKED) or has leased, and lease them to this worker."""
+    stmt = (
+        sa.select(payment_dunning)
+        .where(
+            *_dunning_due(
+                until=now, wall_now=wall_now, test_clock_id=test_clock_id, tenant_id=tenant_id
+            )
+        )
+        .order_by(payment_dunning.c.next_retry_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = await uow.fetch_all(stmt)
+    if claimed:
+        await uow.execute(
+            sa.update(payment_dunning)
+            .where(payment_dunning.c.order_id.in_([r.order_id for r in claimed]))
+            .values(claimed_until=lease_until)
+        )
+    return claimed
+
+
+async def claim_dunning_for_new_card(
+    uow: UnitOfWork,
+    tenant_id: str,
+    order_id: str,
+    payment_method_id: str,
+    *,
+    wall_now: datetime,
+    lease_until: datetime,
+) -> bool:
+    """Lease an open record for a retry with `payment_method_id`, unless its last attempt used
+    that card already or another worker holds it. One conditional UPDATE: two triggers for
+    the same new card retry once."""
+    result = await uow.execute(
+        sa.update(payment_dunning)
+        .where(
+            payment_dunning.c.tenant_id == tenant_id,
+            payment_dunning.c.order_id == order_id,
+            payment_dunning.c.status == "open",
+            payment_dunning.c.last_payment_method_id.is_distinct_from(payment_method_id),
+            sa.or_(
+                payment_dunning.c.claimed_until.is_(None),
+                payment_dunning.c.claimed_until < wall_now,
+            ),
+        )
+        .values(claimed_until=lease_until)
+    )
+    return result.rowcount == 1
+
+
+async def open_dunning_of_customer(
+    uow: UnitOfWork, tenant_id: str, customer_id: str, *, not_tried_with: str | None = None
+) -> Sequence[Any]:
+    """The customer's open dunning records (whose last attempt did not use `not_tried_with`)."""
+    stmt = sa.select(payment_dunning).where(
+        payment_dunning.c.tenant_id == tenant_id,
+        payment_dunning.c.customer_id == customer_id,
+        payment_dunning.c.status == "open",
+    )
+    if not_tried_with is not None:
+        stmt = stmt.where(payment_dunning.c.last_payment_method_id.is_distinct_from(not_tried_with))
+    return await uow.fetch_all(stmt.order_by(payment_dunning.c.first_failed_at))
+
+
+async def next_dunning_due(
+    uow: UnitOfWork,
+    *,
+    tenant_id: str,
+    test_clock_id: str | None,
+    until: datetime,
+    wall_now: datetime,
+) -> datetime | None:
+    """The earliest retry due by `until` on the clock, of records free to be claimed."""
+    stmt = sa.select(sa.func.min(payment_dunning.c.next_retry_at)).where(
+        *_dunning_due(
+            until=until, wall_now=wall_now, test_clock_id=test_clock_id, tenant_id=tenant_id
+        )
+    )
+    return (await uow.execute(stmt)).scalar_one_or_none()

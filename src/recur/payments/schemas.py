@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from itertools import pairwise
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 PaymentStatus = Literal["pending", "succeeded", "failed"]
 
@@ -100,3 +101,61 @@ class PaymentStatusReport(BaseModel):
     currency: str
     failure_code: str | None
     created: datetime
+
+
+FinalAction = Literal["cancel", "unpaid"]
+RetryDay = Annotated[int, Field(ge=1, le=365, strict=True)]
+
+
+class DunningSettingsUpdate(BaseModel):
+    """A tenant's retry schedule for failed renewal charges; omitted fields keep their value."""
+
+    retry_days: list[RetryDay] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10,
+        description="Days after the first failure on which to retry, strictly increasing",
+    )
+    final_action: FinalAction | None = Field(
+        default=None,
+        description="What becomes of the subscription after the last failed retry: "
+        "`cancel` it, or leave it `unpaid` (kept, but no further renewals)",
+    )
+
+    @field_validator("retry_days")
+    @classmethod
+    def _increasing(cls, days: list[int] | None) -> list[int] | None:
+        if days is not None and any(b <= a for a, b in pairwise(days)):
+            raise ValueError("retry days must be strictly increasing")
+        return days
+
+
+class DunningSettings(BaseModel):
+    object: Literal["dunning_settings"] = "dunning_settings"
+    retry_days: list[int]
+    final_action: FinalAction
+
+
+class DunningRunResult(BaseModel):
+    """What one pass over the due retries did."""
+
+    recovered: int = 0
+    failed: int = 0
+    exhausted: int = 0
+    closed: int = Field(default=0, description="Orders paid or ended another way: not charged")
+    errors: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.recovered + self.failed + self.exhausted + self.closed + self.errors
+
+
+class DunningExhausted(BaseModel):
+    """The payload of `dunning.exhausted`: the last retry of a subscription order failed."""
+
+    order_id: str
+    subscription_id: str
+    customer_id: str
+    final_action: FinalAction
+    attempts: int = Field(description="Retries made, the first failed charge not counted")
+    exhausted_at: datetime = Field(description="In the subscription's time (its test clock's)")

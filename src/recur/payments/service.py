@@ -58,6 +58,7 @@ class _Target:
     order_id: str | None
     amount: int
     currency: str
+    subscription_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ async def _order_target(rt: Runtime, tenant_id: str, params: PaymentCreate) -> _
             f"the order is in {order.currency}", param="currency", code="currency_mismatch"
         )
     customer = await rt.customers.get(tenant_id, order.customer_id)
-    return _Target(customer, order.id, order.amount_due, order.currency)
+    return _Target(customer, order.id, order.amount_due, order.currency, order.subscription_id)
 
 
 async def _amount_target(rt: Runtime, tenant_id: str, params: PaymentCreate) -> _Target:
@@ -256,7 +257,39 @@ async def create_payment(rt: Runtime, tenant_id: str, params: PaymentCreate) -> 
     source = await _source(rt, tenant_id, target.customer, params)
     if target.customer.currency is None:
         await rt.customers.adopt_currency(tenant_id, target.customer.id, target.currency)
-    return await _charge(rt, tenant_id, target, source, description)
+    payment = await _charge(rt, tenant_id, target, source, description)
+    if payment.status == "failed" and target.order_id and target.subscription_id:
+        await _start_dunning(
+            rt,
+            tenant_id,
+            target.order_id,
+            target.subscription_id,
+            payment.customer_id,
+            payment.payment_method_id,
+        )
+    return payment
+
+
+async def _start_dunning(
+    rt: Runtime,
+    tenant_id: str,
+    order_id: str,
+    subscription_id: str,
+    customer_id: str,
+    payment_method_id: str | None,
+) -> None:
+    """A subscription order could not be charged: dunning retries it later (once opened,
+    asking again does nothing)."""
+    from recur.payments import dunning  # imported here: dunning charges through this module
+
+    await dunning.open_after_failure(
+        rt,
+        tenant_id,
+        order_id=order_id,
+        subscription_id=subscription_id,
+        customer_id=customer_id,
+        payment_method_id=payment_method_id,
+    )
 
 
 async def charge_order(rt: Runtime, tenant_id: str, order_id: str) -> Payment:
@@ -264,8 +297,21 @@ async def charge_order(rt: Runtime, tenant_id: str, order_id: str) -> Payment:
 
     Returns the payment, succeeded or failed. InvalidRequest `no_payment_method` when the
     customer has none; Conflict when nothing is due or the order is paid or being paid.
+    A subscription order that cannot be paid (a decline, or no card) is retried later by
+    dunning.
     """
-    return await create_payment(rt, tenant_id, PaymentCreate(order_id=order_id))
+    try:
+        return await create_payment(rt, tenant_id, PaymentCreate(order_id=order_id))
+    except InvalidRequest as exc:
+        if exc.code == "no_payment_method":
+            # No card, so no payment record; still a failed charge, which dunning retries
+            # (at once when the customer adds a card).
+            order = await rt.orders.get(tenant_id, order_id)
+            if order.subscription_id is not None:
+                await _start_dunning(
+                    rt, tenant_id, order.id, order.subscription_id, order.customer_id, None
+                )
+        raise
 
 
 async def get_payment(rt: Runtime, tenant_id: str, payment_id: str) -> Payment:

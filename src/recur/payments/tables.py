@@ -73,5 +73,40 @@ refunds = sa.Table(
     sa.Index("ix_refunds_payment", "tenant_id", "payment_id", "id"),
 )
 
+# Dunning: one row per subscription order whose charge failed, retried on the tenant's
+# schedule. Times are in the subscription's clock (its test clock's, or the real one);
+# `next_retry_at` is always first_failed_at + retry_days[attempts] (anchored, like periods).
+payment_dunning = sa.Table(
+    "payment_dunning",
+    metadata,
+    sa.Column("order_id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("customer_id", sa.String(40), nullable=False),
+    sa.Column("subscription_id", sa.String(40), nullable=False),
+    sa.Column("test_clock_id", sa.String(40)),
+    sa.Column("status", sa.String(20), nullable=False),  # open, recovered, exhausted, closed
+    sa.Column("attempts", sa.Integer, nullable=False),  # retries made, the first charge not counted
+    sa.Column("first_failed_at", UTCDateTime, nullable=False),
+    sa.Column("next_retry_at", UTCDateTime),  # null once the record is no longer open
+    # The card the last attempt used: a new default card is worth a retry at once.
+    sa.Column("last_payment_method_id", sa.String(40)),
+    # Wall-clock lease of the worker retrying it.
+    sa.Column("claimed_until", UTCDateTime),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("updated", UTCDateTime, nullable=False),
+    sa.Index("ix_payment_dunning_due", "next_retry_at", "test_clock_id"),
+    sa.Index("ix_payment_dunning_customer", "tenant_id", "customer_id", "status"),
+)
+
+# A tenant's retry schedule; a tenant without a row has the defaults (dunning.DEFAULT_*).
+payments_dunning_settings = sa.Table(
+    "payments_dunning_settings",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("retry_days", sa.JSON, nullable=False),  # days after the first failure, increasing
+    sa.Column("final_action", sa.String(10), nullable=False),  # cancel or unpaid
+    sa.Column("updated", UTCDateTime, nullable=False),
+)
+
 outbox = outbox_table(metadata, "payments")
 inbox = inbox_table(metadata, "payments")

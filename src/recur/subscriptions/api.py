@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from recur.kit.http import RuntimeDep, TenantId
 from recur.kit.pagination import Limit, Page, StartingAfter
-from recur.subscriptions import catalog, service, test_clocks
+from recur.subscriptions import catalog, lifecycle, service, test_clocks
 from recur.subscriptions.schemas import (
     Plan,
     PlanCreate,
@@ -103,8 +103,34 @@ async def cancel_subscription(
     rt: RuntimeDep,
     params: SubscriptionCancel | None = None,
 ) -> Subscription:
-    at_period_end = params.at_period_end if params is not None else False
-    return await service.cancel_subscription(rt, tenant_id, subscription_id, at_period_end)
+    params = params or SubscriptionCancel()
+    return await lifecycle.cancel_subscription(
+        rt, tenant_id, subscription_id, params.at_period_end, params.prorate
+    )
+
+
+@router.post("/{subscription_id}/reactivate", response_model=Subscription)
+async def reactivate_subscription(
+    subscription_id: str, tenant_id: TenantId, rt: RuntimeDep
+) -> Subscription:
+    """Undo a pending cancel at period end."""
+    return await lifecycle.reactivate_subscription(rt, tenant_id, subscription_id)
+
+
+@router.post("/{subscription_id}/pause", response_model=Subscription)
+async def pause_subscription(
+    subscription_id: str, tenant_id: TenantId, rt: RuntimeDep
+) -> Subscription:
+    """No more orders from the end of the paid period, until resumed."""
+    return await lifecycle.pause_subscription(rt, tenant_id, subscription_id)
+
+
+@router.post("/{subscription_id}/resume", response_model=Subscription)
+async def resume_subscription(
+    subscription_id: str, tenant_id: TenantId, rt: RuntimeDep
+) -> Subscription:
+    """Start a new period at once, charged at once."""
+    return await lifecycle.resume_subscription(rt, tenant_id, subscription_id)
 
 
 @test_clock_router.post("", response_model=TestClock)

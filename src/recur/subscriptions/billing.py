@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from recur.kit.errors import Conflict, InvalidRequest
 from recur.orders.schemas import Order, OrderLineDraft, SubscriptionOrderDraft
+from recur.subscriptions import coupons, tax_rates
 from recur.subscriptions import repository as repo
 from recur.subscriptions.periods import period_boundary, period_containing
-from recur.subscriptions.pricing import PlanTerms, period_lines
+from recur.subscriptions.pricing import period_lines, terms_from_plan
 from recur.subscriptions.tables import subscriptions
 
 if TYPE_CHECKING:
@@ -63,7 +64,9 @@ async def _begin_period(uow: UnitOfWork, rt: Runtime, row: Any, now: datetime) -
 
     Returns "canceled" when the subscription ended instead, or None when nothing is due."""
     values: dict[str, Any]
-    if row.status == "canceled" or row.next_action_at is None or row.next_action_at > now:
+    if row.status in ("canceled", "paused"):
+        return None
+    if row.next_action_at is None or row.next_action_at > now:
         return None
     if row.cancel_at_period_end or row.status == "incomplete":
         # Set to end at period end, or never paid for its first period: it ends here.
@@ -100,13 +103,11 @@ async def _begin_period(uow: UnitOfWork, rt: Runtime, row: Any, now: datetime) -
 async def _order_period(rt: Runtime, row: Any) -> Order:
     async with rt.uow() as uow:
         plan = await repo.plan_with_product(uow, row.tenant_id, row.plan_id)
-    terms = PlanTerms(
-        name=plan.nickname or plan.product_name,
-        amount=plan.amount,
-        pricing_model=plan.pricing_model,
-        interval=plan.interval,
-        interval_count=plan.interval_count,
-    )
+        discount = await coupons.period_discount(uow, row, row.pending_period_start)
+    # The customer's tax rates as they are when the period is ordered.
+    customer = await rt.customers.get(row.tenant_id, row.customer_id)
+    taxes = await tax_rates.get_tax_rates(rt, row.tenant_id, customer.tax_rate_ids)
+    terms = terms_from_plan(plan, plan.product_name)
     lines = period_lines(terms, row.quantity, row.pending_period_start, row.pending_period_end)
     draft = SubscriptionOrderDraft(
         customer_id=row.customer_id,
@@ -124,6 +125,8 @@ async def _order_period(rt: Runtime, row: Any) -> Order:
             )
             for line in lines
         ],
+        discount=discount,
+        tax_rates=tax_rates.order_tax_rates(taxes),
     )
     return await rt.orders.create_subscription_order(row.tenant_id, draft)
 
@@ -192,14 +195,43 @@ async def _finish_period(
     return "renewed" if outcome == "paid" else "failed"
 
 
+async def settle_pending_credit(rt: Runtime, tenant_id: str, subscription_id: str) -> None:
+    """Grant the credit a cancel or resume owes the customer, once, then forget it."""
+    async with rt.uow() as uow:
+        row = await repo.get_subscription(uow, tenant_id, subscription_id)
+    if row is None or row.pending_credit is None:
+        return
+    if row.pending_credit > 0:
+        await rt.customers.grant_credit(
+            tenant_id,
+            row.customer_id,
+            row.pending_credit,
+            row.currency,
+            type_="proration",
+            source_id=row.pending_credit_source,
+            description="Unused time",
+        )
+    async with rt.uow() as uow:
+        values: dict[str, Any] = {"pending_credit": None, "pending_credit_source": None}
+        if row.status in ("canceled", "paused") and row.pending_period_start is None:
+            values.update(next_action_at=None, claimed_until=None)
+        await repo.update(uow, subscriptions, tenant_id, subscription_id, values)
+        await uow.commit()
+
+
 async def advance_subscription(
     rt: Runtime, tenant_id: str, subscription_id: str, now: datetime
 ) -> str | None:
     """Carry out the subscription's due action as of `now`. Safe to call again at any point."""
     async with rt.uow() as uow:
+        row = await repo.get_subscription(uow, tenant_id, subscription_id)
+    if row is None:
+        return None
+    if row.pending_credit is not None:
+        await settle_pending_credit(rt, tenant_id, subscription_id)
+    async with rt.uow() as uow:
         row = await repo.get_subscription(uow, tenant_id, subscription_id, for_update=True)
-        if row is None:
-            return None
+        assert row is not None
         if row.pending_period_start is None:
             began = await _begin_period(uow, rt, row, now)
             await uow.commit()

@@ -9,6 +9,7 @@ from recur.kit.ids import new_id
 from recur.kit.money import CurrencyError, normalize_currency
 from recur.kit.pagination import Page, to_page
 from recur.subscriptions import repository as repo
+from recur.subscriptions.pricing import PriceTier, PricingError, check_pricing
 from recur.subscriptions.schemas import Plan, PlanCreate, Product, ProductCreate
 from recur.subscriptions.tables import plans, products
 
@@ -57,11 +58,22 @@ async def list_products(
 
 
 async def create_plan(rt: Runtime, tenant_id: str, params: PlanCreate) -> Plan:
-    """A plan: a price in one currency, billed every `interval_count` `interval`s."""
+    """A plan: a price in one currency, billed every `interval_count` `interval`s.
+
+    Its `pricing_model` says how the price follows the quantity: `flat` and `per_unit` use
+    `amount`, the tiered models `tiers`, `package` `amount` per `package_size` units.
+    """
     try:
         currency = normalize_currency(params.currency)
     except CurrencyError as exc:
         raise InvalidRequest(f"unknown currency {params.currency!r}", param="currency") from exc
+    tiers = None
+    if params.tiers is not None:
+        tiers = [PriceTier(t.up_to, t.unit_amount, t.flat_amount) for t in params.tiers]
+    try:
+        check_pricing(params.pricing_model, params.amount, tiers, params.package_size)
+    except PricingError as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from exc
     async with rt.uow() as uow:
         if await repo.get_product(uow, tenant_id, params.product_id) is None:
             raise NotFound(f"no such product: {params.product_id}", param="product_id")

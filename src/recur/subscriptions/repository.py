@@ -10,8 +10,16 @@ import sqlalchemy as sa
 
 from recur.kit.db import UnitOfWork
 from recur.kit.pagination import fetch_page
-from recur.subscriptions.schemas import Plan, Product, Subscription, TestClock
-from recur.subscriptions.tables import plans, products, subscriptions, test_clocks
+from recur.subscriptions.schemas import Coupon, Plan, Product, Subscription, TaxRate, TestClock
+from recur.subscriptions.tables import (
+    coupon_redemptions,
+    coupons,
+    plans,
+    products,
+    subscriptions,
+    tax_rates,
+    test_clocks,
+)
 
 
 # Rows carry every column the public models have (and a few internal ones, which are ignored).
@@ -29,6 +37,14 @@ def to_subscription(row: Any) -> Subscription:
 
 def to_test_clock(row: Any) -> TestClock:
     return TestClock.model_validate(row._mapping)
+
+
+def to_coupon(row: Any) -> Coupon:
+    return Coupon.model_validate(row._mapping)
+
+
+def to_tax_rate(row: Any) -> TaxRate:
+    return TaxRate.model_validate(row._mapping)
 
 
 async def _one(uow: UnitOfWork, table: sa.Table, tenant_id: str, object_id: str) -> Any:
@@ -139,9 +155,109 @@ async def count_due(uow: UnitOfWork, *, now: datetime, test_clock_id: str | None
     return int((await uow.execute(stmt)).scalar_one())
 
 
+async def next_due_on_clock(
+    uow: UnitOfWork, tenant_id: str, test_clock_id: str, *, until: datetime, wall_now: datetime
+) -> datetime | None:
+    """The earliest next action due by `until` on a test clock, of subscriptions no worker
+    holds a lease on."""
+    stmt = sa.select(sa.func.min(subscriptions.c.next_action_at)).where(
+        subscriptions.c.tenant_id == tenant_id,
+        subscriptions.c.test_clock_id == test_clock_id,
+        subscriptions.c.next_action_at <= until,
+        sa.or_(
+            subscriptions.c.claimed_until.is_(None),
+            subscriptions.c.claimed_until < wall_now,
+        ),
+    )
+    return (await uow.execute(stmt)).scalar_one_or_none()
+
+
 async def plan_with_product(uow: UnitOfWork, tenant_id: str, plan_id: str) -> Any:
     return await uow.fetch_one(
         sa.select(plans, products.c.name.label("product_name"))
         .join(products, products.c.id == plans.c.product_id)
         .where(plans.c.tenant_id == tenant_id, plans.c.id == plan_id)
     )
+
+
+async def get_coupon(uow: UnitOfWork, tenant_id: str, coupon_id: str) -> Any:
+    return await _one(uow, coupons, tenant_id, coupon_id)
+
+
+async def redemption_exists(
+    uow: UnitOfWork, tenant_id: str, coupon_id: str, redeemed_by: str
+) -> bool:
+    row = await uow.fetch_one(
+        sa.select(coupon_redemptions.c.coupon_id).where(
+            coupon_redemptions.c.tenant_id == tenant_id,
+            coupon_redemptions.c.coupon_id == coupon_id,
+            coupon_redemptions.c.redeemed_by == redeemed_by,
+        )
+    )
+    return row is not None
+
+
+async def count_redemption(
+    uow: UnitOfWork, tenant_id: str, coupon_id: str, redeemed_by: str, at: datetime
+) -> bool:
+    """Count one use of the coupon unless it has none left; whether it was counted.
+
+    The check and the increment are one conditional UPDATE, so concurrent redemptions of the
+    last use cannot both succeed.
+    """
+    result = await uow.execute(
+        sa.update(coupons)
+        .where(
+            coupons.c.tenant_id == tenant_id,
+            coupons.c.id == coupon_id,
+            sa.or_(
+                coupons.c.max_redemptions.is_(None),
+                coupons.c.times_redeemed < coupons.c.max_redemptions,
+            ),
+        )
+        .values(times_redeemed=coupons.c.times_redeemed + 1)
+    )
+    if result.rowcount != 1:
+        return False
+    await uow.execute(
+        sa.insert(coupon_redemptions).values(
+            tenant_id=tenant_id, coupon_id=coupon_id, redeemed_by=redeemed_by, created=at
+        )
+    )
+    return True
+
+
+async def uncount_redemption(
+    uow: UnitOfWork, tenant_id: str, coupon_id: str, redeemed_by: str
+) -> None:
+    """Give back the use counted for `redeemed_by`, if one was (and only once)."""
+    result = await uow.execute(
+        sa.delete(coupon_redemptions).where(
+            coupon_redemptions.c.tenant_id == tenant_id,
+            coupon_redemptions.c.coupon_id == coupon_id,
+            coupon_redemptions.c.redeemed_by == redeemed_by,
+        )
+    )
+    if result.rowcount == 1:
+        await uow.execute(
+            sa.update(coupons)
+            .where(coupons.c.tenant_id == tenant_id, coupons.c.id == coupon_id)
+            .values(times_redeemed=coupons.c.times_redeemed - 1)
+        )
+
+
+async def get_tax_rate(uow: UnitOfWork, tenant_id: str, tax_rate_id: str) -> Any:
+    return await _one(uow, tax_rates, tenant_id, tax_rate_id)
+
+
+async def tax_rates_by_id(
+    uow: UnitOfWork, tenant_id: str, tax_rate_ids: Sequence[str]
+) -> dict[str, Any]:
+    if not tax_rate_ids:
+        return {}
+    rows = await uow.fetch_all(
+        sa.select(tax_rates).where(
+            tax_rates.c.tenant_id == tenant_id, tax_rates.c.id.in_(list(tax_rate_ids))
+        )
+    )
+    return {row.id: row for row in rows}

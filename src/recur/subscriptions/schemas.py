@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from decimal import Decimal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, PlainSerializer
 
+from recur.kit.money import MAX_MINOR
 from recur.subscriptions.periods import Interval
 
-PricingModel = Literal["flat", "per_unit"]
+PricingModel = Literal["flat", "per_unit", "tiered_graduated", "tiered_volume", "package"]
 SubscriptionStatus = Literal[
     "trialing", "active", "past_due", "paused", "canceled", "unpaid", "incomplete"
 ]
 Metadata = dict[str, str]
+# An exact percentage; a number in JSON, as Stripe's API gives it.
+Percentage = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+CouponDuration = Literal["once", "repeating", "forever"]
 
 
 class ProductCreate(BaseModel):
@@ -32,17 +37,46 @@ class Product(BaseModel):
     created: datetime
 
 
+class Tier(BaseModel):
+    """One price tier: units from the previous tier's `up_to` + 1 to this `up_to` inclusive."""
+
+    up_to: int | None = Field(
+        ge=1, le=MAX_MINOR, strict=True, description="The tier's last unit; null for the last tier"
+    )
+    unit_amount: int = Field(ge=0, le=MAX_MINOR, strict=True, description="Minor units per unit")
+    flat_amount: int = Field(
+        default=0, ge=0, le=MAX_MINOR, strict=True, description="Added once when the tier is used"
+    )
+
+
 class PlanCreate(BaseModel):
     product_id: str = Field(max_length=64)
     nickname: str | None = Field(default=None, max_length=200)
     currency: str = Field(description="ISO 4217, e.g. USD")
-    amount: int = Field(
-        ge=0, strict=True, description="Minor units per period (per unit for per_unit)"
+    amount: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_MINOR,
+        strict=True,
+        description="Minor units per period (per unit for per_unit, per package for package); "
+        "required except for tiered models, which price with `tiers`",
     )
     interval: Interval
     interval_count: int = Field(default=1, ge=1, le=365, strict=True)
     trial_days: int = Field(default=0, ge=0, le=730, strict=True)
     pricing_model: PricingModel = "flat"
+    tiers: list[Tier] | None = Field(
+        default=None,
+        max_length=100,
+        description="Required for tiered_graduated and tiered_volume, in increasing up_to",
+    )
+    package_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        strict=True,
+        description="Units per package; required for package",
+    )
     metadata: Metadata = Field(default_factory=dict, max_length=50)
 
 
@@ -52,11 +86,13 @@ class Plan(BaseModel):
     product_id: str
     nickname: str | None
     currency: str
-    amount: int
+    amount: int | None
     interval: Interval
     interval_count: int
     trial_days: int
     pricing_model: PricingModel
+    tiers: list[Tier] | None
+    package_size: int | None
     active: bool
     metadata: Metadata
     created: datetime
@@ -69,11 +105,16 @@ class SubscriptionCreate(BaseModel):
     trial_days: int | None = Field(
         default=None, ge=0, le=730, strict=True, description="Overrides the plan's trial"
     )
+    coupon_id: str | None = Field(default=None, max_length=64, description="A coupon to apply")
     metadata: Metadata = Field(default_factory=dict, max_length=50)
 
 
 class SubscriptionCancel(BaseModel):
     at_period_end: bool = False
+    prorate: bool = Field(
+        default=False,
+        description="Ending now: credit the unused time of the paid period to the customer",
+    )
 
 
 class Subscription(BaseModel):
@@ -92,8 +133,13 @@ class Subscription(BaseModel):
     cancel_at_period_end: bool
     canceled_at: datetime | None
     ended_at: datetime | None
+    paused_at: datetime | None
     latest_order_id: str | None
     test_clock_id: str | None
+    coupon_id: str | None = None
+    discount_start: datetime | None = Field(
+        default=None, description="When the coupon was applied; its duration counts from there"
+    )
     metadata: Metadata
     created: datetime
 
@@ -115,4 +161,67 @@ class TestClock(BaseModel):
     name: str | None
     frozen_time: datetime
     status: Literal["ready", "advancing"]
+    created: datetime
+
+
+class CouponCreate(BaseModel):
+    name: str | None = Field(default=None, max_length=200)
+    percent_off: Percentage | None = Field(
+        default=None, gt=0, le=100, decimal_places=2, description="Or amount_off"
+    )
+    amount_off: int | None = Field(
+        default=None, ge=1, le=MAX_MINOR, strict=True, description="Minor units; or percent_off"
+    )
+    currency: str | None = Field(default=None, description="ISO 4217; required with amount_off")
+    duration: CouponDuration = Field(
+        default="once",
+        description="once: the first order; repeating: orders of periods starting within "
+        "duration_in_months of the coupon being applied; forever: every order",
+    )
+    duration_in_months: int | None = Field(
+        default=None, ge=1, le=1200, strict=True, description="Required with repeating"
+    )
+    max_redemptions: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True)
+    redeem_by: AwareDatetime | None = Field(
+        default=None, description="No redemption after this time (the customer's clock's)"
+    )
+    metadata: Metadata = Field(default_factory=dict, max_length=50)
+
+
+class Coupon(BaseModel):
+    id: str
+    object: Literal["coupon"] = "coupon"
+    name: str | None
+    percent_off: Percentage | None
+    amount_off: int | None
+    currency: str | None
+    duration: CouponDuration
+    duration_in_months: int | None
+    max_redemptions: int | None
+    redeem_by: datetime | None
+    times_redeemed: int
+    metadata: Metadata
+    created: datetime
+
+
+class TaxRateCreate(BaseModel):
+    display_name: str = Field(min_length=1, max_length=100, description="e.g. VAT, Sales tax")
+    percentage: Percentage = Field(ge=0, le=100, decimal_places=4)
+    inclusive: bool = Field(description="Whether the tax is included in the prices")
+    country: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2"
+    )
+    description: str | None = Field(default=None, max_length=500)
+    metadata: Metadata = Field(default_factory=dict, max_length=50)
+
+
+class TaxRate(BaseModel):
+    id: str
+    object: Literal["tax_rate"] = "tax_rate"
+    display_name: str
+    percentage: Percentage
+    inclusive: bool
+    country: str | None
+    description: str | None
+    metadata: Metadata
     created: datetime

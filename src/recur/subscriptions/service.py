@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from recur.kit.errors import Conflict, InvalidRequest, NotFound
+from recur.kit.errors import InvalidRequest, NotFound
 from recur.kit.events import Outbox
 from recur.kit.ids import new_id
 from recur.kit.pagination import Page, to_page
-from recur.subscriptions import billing
+from recur.subscriptions import billing, coupons
 from recur.subscriptions import repository as repo
 from recur.subscriptions.periods import period_boundary, trial_end
+from recur.subscriptions.pricing import period_amount, terms_from_plan
 from recur.subscriptions.schemas import Subscription, SubscriptionCreate
 from recur.subscriptions.tables import outbox, subscriptions
 from recur.subscriptions.test_clocks import clock_now
@@ -30,6 +31,7 @@ async def create_subscription(
 
     Without a trial the first period is ordered and charged at once: `active` when paid,
     `incomplete` when not. With a trial it is `trialing`, first charged when the trial ends.
+    A `coupon_id` is checked as of the customer's time and its use counted with the subscription.
     """
     customer = await rt.customers.get(tenant_id, params.customer_id)
     async with rt.uow() as uow:
@@ -44,11 +46,14 @@ async def create_subscription(
             param="plan_id",
             code="currency_mismatch",
         )
-    if plan.amount * params.quantity > MAX_AMOUNT:
-        raise InvalidRequest("amount x quantity is too large", param="quantity")
+    if period_amount(terms_from_plan(plan), params.quantity) > MAX_AMOUNT:
+        raise InvalidRequest("a period at this quantity costs too much", param="quantity")
+    now = await clock_now(rt, tenant_id, customer.test_clock_id)
+    if params.coupon_id is not None:
+        # Refused before anything changes; its use is counted below, with the subscription.
+        await coupons.check_coupon(rt, tenant_id, params.coupon_id, plan.currency, now)
     await rt.customers.adopt_currency(tenant_id, customer.id, plan.currency)
 
-    now = await clock_now(rt, tenant_id, customer.test_clock_id)
     trial_days = plan.trial_days if params.trial_days is None else params.trial_days
     subscription_id = new_id("sub")
     values = {
@@ -61,6 +66,8 @@ async def create_subscription(
         "cancel_at_period_end": False,
         "test_clock_id": customer.test_clock_id,
         "metadata": params.metadata,
+        "coupon_id": params.coupon_id,
+        "discount_start": now if params.coupon_id is not None else None,
         "created": now,
         "updated": rt.clock.now(),
     }
@@ -92,6 +99,10 @@ async def create_subscription(
             claimed_until=rt.clock.now() + billing.LEASE,
         )
     async with rt.uow() as uow:
+        if params.coupon_id is not None:
+            await coupons.redeem(
+                uow, tenant_id, params.coupon_id, plan.currency, now, subscription_id
+            )
         await repo.insert(uow, subscriptions, values)
         row = await repo.get_subscription(uow, tenant_id, subscription_id)
         await OUTBOX.record(
@@ -136,39 +147,3 @@ async def list_subscriptions(
             status=status,
         )
     return to_page(rows, has_more, repo.to_subscription)
-
-
-async def cancel_subscription(
-    rt: Runtime, tenant_id: str, subscription_id: str, at_period_end: bool
-) -> Subscription:
-    """End a subscription now, or at the end of its current period (no further orders)."""
-    existing = await get_subscription(rt, tenant_id, subscription_id)
-    now = await clock_now(rt, tenant_id, existing.test_clock_id)
-    async with rt.uow() as uow:
-        row = await repo.get_subscription(uow, tenant_id, subscription_id, for_update=True)
-        assert row is not None
-        if row.status == "canceled":
-            raise Conflict("the subscription is canceled already")
-        if at_period_end:
-            if row.cancel_at_period_end:
-                raise Conflict("the subscription is set to cancel at period end already")
-            values = {"cancel_at_period_end": True, "canceled_at": now}
-            event = "subscription.updated"
-        else:
-            values = {
-                "status": "canceled",
-                "canceled_at": now,
-                "ended_at": now,
-                "next_action_at": None,
-            }
-            event = "subscription.canceled"
-        await repo.update(
-            uow, subscriptions, tenant_id, subscription_id, {**values, "updated": rt.clock.now()}
-        )
-        row = await repo.get_subscription(uow, tenant_id, subscription_id)
-        subscription = repo.to_subscription(row)
-        await OUTBOX.record(
-            uow, tenant_id, event, subscription.model_dump(mode="json"), rt.clock.now()
-        )
-        await uow.commit()
-    return subscription

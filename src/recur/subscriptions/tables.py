@@ -26,11 +26,14 @@ plans = sa.Table(
     sa.Column("product_id", sa.String(40), sa.ForeignKey(products.c.id), nullable=False),
     sa.Column("nickname", sa.String(200)),
     sa.Column("currency", sa.String(3), nullable=False),
-    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("amount", sa.BigInteger),  # null for tiered plans: their tiers carry the prices
     sa.Column("interval", sa.String(8), nullable=False),
     sa.Column("interval_count", sa.Integer, nullable=False),
     sa.Column("trial_days", sa.Integer, nullable=False),
     sa.Column("pricing_model", sa.String(20), nullable=False),
+    # [{up_to, unit_amount, flat_amount}] of tiered plans; SQL NULL (not JSON null) otherwise.
+    sa.Column("tiers", sa.JSON(none_as_null=True)),
+    sa.Column("package_size", sa.Integer),
     sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("metadata", sa.JSON, nullable=False),
     sa.Column("created", UTCDateTime, nullable=False),
@@ -46,6 +49,55 @@ test_clocks = sa.Table(
     sa.Column("frozen_time", UTCDateTime, nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("created", UTCDateTime, nullable=False),
+)
+
+# Coupons and tax rates adjust what orders cost. Percentages are exact decimals kept as text:
+# SQLite has no decimal type, and a float never gets near money.
+coupons = sa.Table(
+    "coupons",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(200)),
+    sa.Column("percent_off", sa.String(12)),  # or amount_off and currency
+    sa.Column("amount_off", sa.BigInteger),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("duration", sa.String(10), nullable=False),
+    sa.Column("duration_in_months", sa.Integer),
+    sa.Column("max_redemptions", sa.Integer),
+    sa.Column("redeem_by", UTCDateTime),
+    # Raised only by UPDATE ... WHERE times_redeemed < max_redemptions, so two requests racing
+    # for a coupon's last use cannot both get it.
+    sa.Column("times_redeemed", sa.Integer, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Index("ix_coupons_tenant_id", "tenant_id", "id"),
+)
+
+# Who redeemed a coupon (a subscription or a one-off order): a use is counted once per
+# redeemer, and one counted for an order that was never made can be given back.
+coupon_redemptions = sa.Table(
+    "coupon_redemptions",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("coupon_id", sa.String(40), sa.ForeignKey(coupons.c.id), primary_key=True),
+    sa.Column("redeemed_by", sa.String(40), primary_key=True),
+    sa.Column("created", UTCDateTime, nullable=False),
+)
+
+tax_rates = sa.Table(
+    "tax_rates",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("display_name", sa.String(100), nullable=False),
+    sa.Column("percentage", sa.String(12), nullable=False),
+    sa.Column("inclusive", sa.Boolean, nullable=False),
+    sa.Column("country", sa.String(2)),
+    sa.Column("description", sa.String(500)),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Index("ix_tax_rates_tenant_id", "tenant_id", "id"),
 )
 
 subscriptions = sa.Table(
@@ -78,8 +130,17 @@ subscriptions = sa.Table(
     # dies between steps leaves this set and the next run finishes the same period.
     sa.Column("pending_period_start", UTCDateTime),
     sa.Column("pending_period_end", UTCDateTime),
+    # Credit owed to the customer for unused time (cancel or resume with proration), granted
+    # by the next step; `pending_credit_source` makes granting it twice grant it once.
+    sa.Column("pending_credit", sa.BigInteger),
+    sa.Column("pending_credit_source", sa.String(120)),
+    sa.Column("paused_at", UTCDateTime),
     # Wall-clock lease of the worker that claimed the row.
     sa.Column("claimed_until", UTCDateTime),
+    # The coupon applied when the subscription started, and when (in its time): a repeating
+    # coupon's months count from there.
+    sa.Column("coupon_id", sa.String(40), sa.ForeignKey(coupons.c.id)),
+    sa.Column("discount_start", UTCDateTime),
     sa.Index("ix_subscriptions_tenant_id", "tenant_id", "id"),
     sa.Index("ix_subscriptions_due", "next_action_at", "test_clock_id"),
 )

@@ -61,8 +61,9 @@ async def list_test_clocks(
 async def advance_test_clock(
     rt: Runtime, tenant_id: str, clock_id: str, frozen_time: datetime
 ) -> TestClock:
-    """Move the clock forward and carry out everything due up to the new time: trial ends,
-    renewals (one per period crossed), period-end cancellations. `ready` when done."""
+    """Move the clock forward and carry out everything due up to the new time, in time order:
+    trial ends, renewals (one per period crossed), period-end cancellations and payment
+    retries. `ready` when done."""
     frozen_time = ensure_utc(frozen_time)
     async with rt.uow() as uow:
         row = await repo.get_test_clock(uow, tenant_id, clock_id)
@@ -74,21 +75,45 @@ async def advance_test_clock(
             raise InvalidRequest(
                 "frozen_time must be later than the clock's current time", param="frozen_time"
             )
-        await repo.update(
-            uow,
-            test_clocks,
-            tenant_id,
-            clock_id,
-            {"frozen_time": frozen_time, "status": "advancing"},
-        )
+        await repo.update(uow, test_clocks, tenant_id, clock_id, {"status": "advancing"})
         await uow.commit()
+    current, stalled_at = row.frozen_time, None
     try:
-        await billing.run(rt, test_clock_id=clock_id, now=frozen_time)
+        # One due time after another, the clock showing each: what one step does (a renewal
+        # that fails, a subscription canceled after its last retry) decides what the next
+        # one finds, as it would have in real time.
+        while (due := await _next_due(rt, tenant_id, clock_id, frozen_time)) is not None:
+            if due == stalled_at:
+                break  # in another worker's hands right now; the next advance sees it
+            current = max(due, current)
+            await _set_time(rt, tenant_id, clock_id, current)
+            # Retries first: a retry and a renewal due at once are the old period's last word
+            # before the new one starts (a subscription canceled now is not renewed now).
+            retries = await rt.payments.run_due_retries(tenant_id, current, clock_id)
+            renewals = await billing.run(rt, test_clock_id=clock_id, now=current)
+            stalled_at = due if retries.processed == renewals.processed == 0 else None
+        await _set_time(rt, tenant_id, clock_id, frozen_time)
     finally:
         async with rt.uow() as uow:
             await repo.update(uow, test_clocks, tenant_id, clock_id, {"status": "ready"})
             await uow.commit()
     return await get_test_clock(rt, tenant_id, clock_id)
+
+
+async def _next_due(rt: Runtime, tenant_id: str, clock_id: str, until: datetime) -> datetime | None:
+    """The earliest time by `until` at which something on the clock is due."""
+    async with rt.uow() as uow:
+        action = await repo.next_due_on_clock(
+            uow, tenant_id, clock_id, until=until, wall_now=rt.clock.now()
+        )
+    retry = await rt.payments.next_retry_due(tenant_id, clock_id, until)
+    return min((t for t in (action, retry) if t is not None), default=None)
+
+
+async def _set_time(rt: Runtime, tenant_id: str, clock_id: str, frozen_time: datetime) -> None:
+    async with rt.uow() as uow:
+        await repo.update(uow, test_clocks, tenant_id, clock_id, {"frozen_time": frozen_time})
+        await uow.commit()
 
 
 async def clock_now(rt: Runtime, tenant_id: str, test_clock_id: str | None) -> datetime:

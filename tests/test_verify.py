@@ -1,0 +1,111 @@
+"""`recur verify` passes on honest books and names the ids of anything tampered with."""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from recur.cli import app as cli
+from recur.customers.tables import customers
+from recur.customers.tables import ledger as customers_ledger
+from recur.kit.db import Database
+from recur.orders.tables import orders
+
+CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2099}
+
+
+async def _books(api) -> dict:
+    """A customer with a paid subscription, a paid one-off order and a credit."""
+    customer = (await api.post("/v1/customers", json={"currency": "USD"})).json()
+    await api.post(f"/v1/customers/{customer['id']}/payment-methods", json={"card": CARD})
+    product = (await api.post("/v1/products", json={"name": "Pro"})).json()
+    plan = (
+        await api.post(
+            "/v1/plans",
+            json={
+                "product_id": product["id"],
+                "currency": "USD",
+                "amount": 800,
+                "interval": "month",
+            },
+        )
+    ).json()
+    sub = (
+        await api.post(
+            "/v1/subscriptions", json={"customer_id": customer["id"], "plan_id": plan["id"]}
+        )
+    ).json()
+    order = (
+        await api.post(
+            "/v1/orders",
+            json={
+                "customer_id": customer["id"],
+                "lines": [{"description": "x", "unit_amount": 300}],
+            },
+        )
+    ).json()
+    await api.post("/v1/payments", json={"order_id": order["id"]})
+    await api.post(f"/v1/customers/{customer['id']}/credits", json={"amount": 250})
+    return {"customer": customer, "subscription": sub, "order": order}
+
+
+def _verify(database_url: str, monkeypatch) -> tuple[int, str]:
+    monkeypatch.setenv("RECUR_DATABASE_URL", database_url)
+    result = CliRunner().invoke(cli, ["verify"])
+    return result.exit_code, result.output
+
+
+async def test_verify_is_clean_on_honest_books(api, settings, monkeypatch) -> None:
+    await _books(api)
+    code, output = await asyncio.to_thread(_verify, settings.database_url, monkeypatch)
+    assert code == 0, output
+    assert output.count("ok ") == 4
+
+
+async def test_verify_names_what_was_tampered_with(api, runtime, settings, monkeypatch) -> None:
+    books = await _books(api)
+    unpaid = (
+        await api.post(
+            "/v1/orders",
+            json={
+                "customer_id": books["customer"]["id"],
+                "lines": [{"description": "y", "unit_amount": 999}],
+            },
+        )
+    ).json()
+    db = Database(settings.database_url)
+    async with db.engine.begin() as conn:
+        # An order marked paid that no payment covers; a balance the ledger does not hold;
+        # a ledger line with no counterpart.
+        await conn.execute(
+            sa.update(orders).where(orders.c.id == unpaid["id"]).values(status="paid")
+        )
+        await conn.execute(
+            sa.update(customers)
+            .where(customers.c.id == books["customer"]["id"])
+            .values(balance=customers.c.balance + 1)
+        )
+        await conn.execute(
+            sa.insert(customers_ledger).values(
+                id="led_forged",
+                tenant_id="t",
+                transaction_id="ltx_forged",
+                kind="forged",
+                source_id="x",
+                customer_id=None,
+                account="cash",
+                debit=5,
+                credit=0,
+                currency="USD",
+                created=runtime.clock.now(),
+            )
+        )
+    await db.dispose()
+    code, output = await asyncio.to_thread(_verify, settings.database_url, monkeypatch)
+    assert code == 1
+    assert unpaid["id"] in output
+    assert books["customer"]["id"] in output
+    assert "ltx_forged" in output
+    assert "ok      no subscription period was ordered twice" in output
