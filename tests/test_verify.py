@@ -109,3 +109,44 @@ async def test_verify_names_what_was_tampered_with(api, runtime, settings, monke
     assert books["customer"]["id"] in output
     assert "ltx_forged" in output
     assert "ok      no subscription period was ordered twice" in output
+
+
+async def test_the_ledgers_follow_the_money(api, runtime) -> None:
+    from recur.orders.tables import ledger as orders_ledger
+    from recur.payments.tables import ledger as payments_ledger
+
+    books = await _books(api)
+    payment = (
+        await api.post(
+            "/v1/payments",
+            json={"customer_id": books["customer"]["id"], "amount": 1000, "currency": "USD"},
+        )
+    ).json()
+    await api.post("/v1/refunds", json={"payment_id": payment["id"], "amount": 400})
+    open_order = (
+        await api.post(
+            "/v1/orders",
+            json={
+                "customer_id": books["customer"]["id"],
+                "auto_finalize": True,
+                "lines": [{"description": "z", "unit_amount": 700}],
+            },
+        )
+    ).json()
+
+    async def balance(table, account: str) -> int:
+        async with runtime.uow() as uow:
+            row = await uow.fetch_one(
+                sa.select(sa.func.coalesce(sa.func.sum(table.c.debit - table.c.credit), 0)).where(
+                    table.c.account == account
+                )
+            )
+        return int(row[0])
+
+    # Receivable: what is still owed. The subscription (800) and the first order (300) are
+    # paid; the last order was paid from the 250 credit, leaving 450 owed.
+    assert open_order["credit_applied"] == 250
+    assert await balance(orders_ledger, "accounts_receivable") == 450
+    assert await balance(orders_ledger, "revenue") == -(800 + 300 + 700)
+    # Cash at the gateway: 800 + 300 + 1000 taken in, 400 refunded.
+    assert await balance(payments_ledger, "gateway_cash:sandbox") == 800 + 300 + 1000 - 400

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from recur.kit import ledger
 from recur.kit.clock import ensure_utc
 from recur.kit.errors import Conflict, InvalidRequest, NotFound
 from recur.kit.events import Outbox
@@ -24,6 +25,7 @@ from recur.orders.schemas import (
     OrderTaxRate,
     SubscriptionOrderDraft,
 )
+from recur.orders.tables import ledger as order_ledger
 from recur.orders.tables import outbox
 from recur.orders.totals import DiscountInput, LineInput, TaxRateInput, Totals, compute_totals
 
@@ -155,6 +157,28 @@ async def _redeem_coupon(
     )
 
 
+async def _post(
+    uow: UnitOfWork,
+    tenant_id: str,
+    order: Order,
+    kind: str,
+    lines: list[ledger.Line],
+    now: datetime,
+) -> None:
+    """The order's side of a money movement, in the same transaction as the movement."""
+    await ledger.post(
+        uow,
+        order_ledger,
+        tenant_id=tenant_id,
+        kind=kind,
+        source_id=order.id,
+        customer_id=order.customer_id,
+        currency=order.currency,
+        lines=lines,
+        at=now,
+    )
+
+
 async def _finalize(uow: UnitOfWork, tenant_id: str, order_id: str, now: datetime) -> Order:
     """Number a locked draft and open it; one with nothing due is paid at once, as Stripe does."""
     row = await repo.get(uow, tenant_id, order_id)
@@ -171,6 +195,19 @@ async def _finalize(uow: UnitOfWork, tenant_id: str, order_id: str, now: datetim
         values.update(status="paid", paid_at=now)
     await repo.update(uow, tenant_id, order_id, values)
     order = await _load(uow, tenant_id, order_id)
+    # Finalized, the order is owed: revenue net of discount, and the tax collected for others.
+    await _post(
+        uow,
+        tenant_id,
+        order,
+        "order_finalized",
+        [
+            ledger.Line("accounts_receivable", debit=order.total),
+            ledger.Line("revenue", credit=order.total - order.tax),
+            ledger.Line("tax_payable", credit=order.tax),
+        ],
+        now,
+    )
     # Both events carry the order as it is now, so a late redelivery of the first cannot
     # show a paid order as open in a read model.
     await _record(uow, tenant_id, "order.finalized", order, now)
@@ -205,6 +242,17 @@ async def apply_customer_credit(rt: Runtime, tenant_id: str, order: Order) -> Or
             values.update(status="paid", paid_at=now)
         await repo.update(uow, tenant_id, order.id, values)
         order = await _load(uow, tenant_id, order.id)
+        await _post(
+            uow,
+            tenant_id,
+            order,
+            "credit_applied",
+            [
+                ledger.Line("customer_credit_applied", debit=applied),
+                ledger.Line("accounts_receivable", credit=applied),
+            ],
+            now,
+        )
         if paid:
             await _record(uow, tenant_id, "order.paid", order, now)
         await uow.commit()
@@ -439,6 +487,18 @@ async def write_off_after_dunning(
 
 
 async def _write_off(uow: UnitOfWork, tenant_id: str, order_id: str, now: datetime) -> Order:
+    owed = await _load(uow, tenant_id, order_id)
+    await _post(
+        uow,
+        tenant_id,
+        owed,
+        "written_off",
+        [
+            ledger.Line("bad_debt", debit=owed.amount_due),
+            ledger.Line("accounts_receivable", credit=owed.amount_due),
+        ],
+        now,
+    )
     await repo.update(
         uow,
         tenant_id,
@@ -488,6 +548,17 @@ async def apply_payment(
         values.update(status="paid", paid_at=now)
     await repo.update(uow, tenant_id, order_id, values)
     order = await _load(uow, tenant_id, order_id)
+    received = paid - row.amount_paid
+    # A payment settles what the order is owed; on a written-off order it recovers bad debt.
+    settles = "bad_debt" if row.status == "uncollectible" else "accounts_receivable"
+    await _post(
+        uow,
+        tenant_id,
+        order,
+        "payment_applied",
+        [ledger.Line("payments_clearing", debit=received), ledger.Line(settles, credit=received)],
+        now,
+    )
     if newly_paid:
         await _record(uow, tenant_id, "order.paid", order, now)
     return order

@@ -2,6 +2,7 @@ import sqlalchemy as sa
 
 from recur.kit.db import UTCDateTime, counters_table
 from recur.kit.events import inbox_table, outbox_table
+from recur.kit.ledger import ledger_table
 
 metadata = sa.MetaData(schema="orders")
 
@@ -71,3 +72,4 @@ order_lines = sa.Table(
 counters = counters_table(metadata, "orders")
 outbox = outbox_table(metadata, "orders")
 inbox = inbox_table(metadata, "orders")
+ledger = ledger_table(metadata, "orders")

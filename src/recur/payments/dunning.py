@@ -86,15 +86,23 @@ async def open_after_failure(
     subscription_id: str,
     customer_id: str,
     payment_method_id: str | None,
+    failed_at: datetime | None = None,
 ) -> None:
-    """Start dunning for a subscription order whose charge failed; nothing if it has started."""
+    """Start dunning for a subscription order whose charge failed; nothing if it has started.
+
+    Retries count from the failure (`failed_at`, on the real clock), not from when this record
+    is written: the two differ when the process is slow or restarts in between.
+    """
     async with rt.uow() as uow:
         if await repo.get_dunning(uow, tenant_id, order_id) is not None:
             return  # a retry failing: the record is there already
     subscription = await rt.subscriptions.get_subscription(tenant_id, subscription_id)
     if subscription.status in NO_DUNNING:
         return
-    now = await _clock_now(rt, tenant_id, subscription.test_clock_id)
+    if failed_at is not None and subscription.test_clock_id is None:
+        now = failed_at
+    else:
+        now = await _clock_now(rt, tenant_id, subscription.test_clock_id)
     settings = await get_settings(rt, tenant_id)
     async with rt.uow() as uow:
         opened = await repo.insert_dunning_if_absent(

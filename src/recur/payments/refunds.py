@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from recur.kit import ledger
 from recur.kit.errors import Conflict, InvalidRequest, NotFound
 from recur.kit.ids import new_id
 from recur.kit.pagination import Page, to_page
@@ -13,6 +14,7 @@ from recur.payments.checks import _check_filters, _check_id
 from recur.payments.gateways import gateway_for
 from recur.payments.schemas import Payment, Refund, RefundCreate
 from recur.payments.service import OUTBOX, get_payment
+from recur.payments.tables import ledger as payments_ledger
 
 if TYPE_CHECKING:
     from recur.runtime import Runtime
@@ -89,6 +91,21 @@ async def create_refund(rt: Runtime, tenant_id: str, params: RefundCreate) -> Re
         refund = repo.to_refund(await repo.get_refund(uow, tenant_id, refund_id))
         payment = repo.to_payment(await repo.get_payment(uow, tenant_id, row.id))
         if result.succeeded:
+            # Money back out of the gateway: what was taken in is given up.
+            await ledger.post(
+                uow,
+                payments_ledger,
+                tenant_id=tenant_id,
+                kind="refund",
+                source_id=refund.id,
+                customer_id=payment.customer_id,
+                currency=refund.currency,
+                lines=[
+                    ledger.Line("refunds", debit=refund.amount),
+                    ledger.Line(f"gateway_cash:{payment.gateway}", credit=refund.amount),
+                ],
+                at=rt.clock.now(),
+            )
             await OUTBOX.record(
                 uow, tenant_id, "refund.created", _refund_event(refund, payment), rt.clock.now()
             )

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
+from recur.kit import ledger
 from recur.kit.errors import Conflict, InvalidRequest, NotFound
 from recur.kit.events import Outbox
 from recur.kit.ids import new_id
@@ -39,6 +41,7 @@ from recur.payments.checks import (
 from recur.payments.gateways import DEFAULT_GATEWAY, gateway_for
 from recur.payments.gateways.base import GatewayDecline
 from recur.payments.schemas import Payment, PaymentCreate
+from recur.payments.tables import ledger as payments_ledger
 from recur.payments.tables import outbox
 
 if TYPE_CHECKING:
@@ -227,6 +230,22 @@ async def _charge(
             },
         )
         payment = repo.to_payment(await repo.get_payment(uow, tenant_id, payment_id))
+        if payment.status == "succeeded":
+            # Money at the gateway, owed on to whatever the payment pays for.
+            await ledger.post(
+                uow,
+                payments_ledger,
+                tenant_id=tenant_id,
+                kind="payment",
+                source_id=payment.id,
+                customer_id=payment.customer_id,
+                currency=payment.currency,
+                lines=[
+                    ledger.Line(f"gateway_cash:{payment.gateway}", debit=payment.amount),
+                    ledger.Line("payments_clearing", credit=payment.amount),
+                ],
+                at=rt.clock.now(),
+            )
         await OUTBOX.record(
             uow,
             tenant_id,
@@ -266,6 +285,7 @@ async def create_payment(rt: Runtime, tenant_id: str, params: PaymentCreate) -> 
             target.subscription_id,
             payment.customer_id,
             payment.payment_method_id,
+            payment.created,
         )
     return payment
 
@@ -277,6 +297,7 @@ async def _start_dunning(
     subscription_id: str,
     customer_id: str,
     payment_method_id: str | None,
+    failed_at: datetime | None = None,
 ) -> None:
     """A subscription order could not be charged: dunning retries it later (once opened,
     asking again does nothing)."""
@@ -289,6 +310,7 @@ async def _start_dunning(
         subscription_id=subscription_id,
         customer_id=customer_id,
         payment_method_id=payment_method_id,
+        failed_at=failed_at,
     )
 
 

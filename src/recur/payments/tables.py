@@ -2,6 +2,7 @@ import sqlalchemy as sa
 
 from recur.kit.db import UTCDateTime
 from recur.kit.events import inbox_table, outbox_table
+from recur.kit.ledger import ledger_table
 
 metadata = sa.MetaData(schema="payments")
 
@@ -109,4 +110,5 @@ payments_dunning_settings = sa.Table(
 )
 
 outbox = outbox_table(metadata, "payments")
+ledger = ledger_table(metadata, "payments")
 inbox = inbox_table(metadata, "payments")
