@@ -199,3 +199,28 @@ async def next_number(uow: UnitOfWork, table: sa.Table, tenant_id: str, name: st
         index_elements=[table.c.tenant_id, table.c.name], set_={"value": table.c.value + 1}
     ).returning(table.c.value)
     return int((await uow.execute(stmt)).scalar_one())
+
+
+async def claim_leased(
+    uow: UnitOfWork,
+    table: sa.Table,
+    *,
+    key: sa.Column[Any],
+    where: Sequence[sa.ColumnElement[bool]],
+    order_by: sa.ColumnElement[Any],
+    limit: int,
+    lease_until: datetime,
+) -> Sequence[sa.Row[Any]]:
+    """Claim up to `limit` due rows for this worker: rows another worker holds are skipped
+    (SKIP LOCKED), and the claimed ones are leased (`claimed_until`) so that no other worker
+    takes them after this transaction ends, until the lease runs out. `where` must leave out
+    rows whose lease still runs."""
+    stmt = sa.select(table).where(*where).order_by(order_by).limit(limit)
+    claimed = await uow.fetch_all(stmt.with_for_update(skip_locked=True))
+    if claimed:
+        await uow.execute(
+            sa.update(table)
+            .where(key.in_([row._mapping[key.name] for row in claimed]))
+            .values(claimed_until=lease_until)
+        )
+    return claimed

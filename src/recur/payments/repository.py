@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from recur.kit.db import UnitOfWork, insert_ignoring_conflicts, upsert
+from recur.kit.db import UnitOfWork, claim_leased, insert_ignoring_conflicts, upsert
 from recur.kit.pagination import fetch_page
 from recur.payments.schemas import CardDetails, Payment, PaymentMethod, Refund
 from recur.payments.tables import (
@@ -281,25 +281,17 @@ async def claim_due_dunning(
 ) -> Sequence[Any]:
     """Claim up to `limit` records whose retry is due, skipping rows another worker holds
     (SKIP LOCKED) or has leased, and lease them to this worker."""
-    stmt = (
-        sa.select(payment_dunning)
-        .where(
-            *_dunning_due(
-                until=now, wall_now=wall_now, test_clock_id=test_clock_id, tenant_id=tenant_id
-            )
-        )
-        .order_by(payment_dunning.c.next_retry_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    return await claim_leased(
+        uow,
+        payment_dunning,
+        key=payment_dunning.c.order_id,
+        where=_dunning_due(
+            until=now, wall_now=wall_now, test_clock_id=test_clock_id, tenant_id=tenant_id
+        ),
+        order_by=payment_dunning.c.next_retry_at,
+        limit=limit,
+        lease_until=lease_until,
     )
-    claimed = await uow.fetch_all(stmt)
-    if claimed:
-        await uow.execute(
-            sa.update(payment_dunning)
-            .where(payment_dunning.c.order_id.in_([r.order_id for r in claimed]))
-            .values(claimed_until=lease_until)
-        )
-    return claimed
 
 
 async def claim_dunning_for_new_card(

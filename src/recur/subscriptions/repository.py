@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from recur.kit.db import UnitOfWork
+from recur.kit.db import UnitOfWork, claim_leased
 from recur.kit.pagination import fetch_page
 from recur.subscriptions.schemas import Coupon, Plan, Product, Subscription, TaxRate, TestClock
 from recur.subscriptions.tables import (
@@ -121,28 +121,22 @@ async def claim_due(
         if test_clock_id is None
         else subscriptions.c.test_clock_id == test_clock_id
     )
-    stmt = (
-        sa.select(subscriptions.c.id, subscriptions.c.tenant_id)
-        .where(
+    return await claim_leased(
+        uow,
+        subscriptions,
+        key=subscriptions.c.id,
+        where=[
             subscriptions.c.next_action_at <= now,
             clock_filter,
             sa.or_(
                 subscriptions.c.claimed_until.is_(None),
                 subscriptions.c.claimed_until < wall_now,
             ),
-        )
-        .order_by(subscriptions.c.next_action_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        ],
+        order_by=subscriptions.c.next_action_at,
+        limit=limit,
+        lease_until=lease_until,
     )
-    claimed = await uow.fetch_all(stmt)
-    if claimed:
-        await uow.execute(
-            sa.update(subscriptions)
-            .where(subscriptions.c.id.in_([r.id for r in claimed]))
-            .values(claimed_until=lease_until)
-        )
-    return claimed
 
 
 async def count_due(uow: UnitOfWork, *, now: datetime, test_clock_id: str | None) -> int:
