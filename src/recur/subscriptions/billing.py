@@ -24,7 +24,7 @@ from recur.subscriptions import coupons, tax_rates
 from recur.subscriptions import repository as repo
 from recur.subscriptions.periods import period_boundary, period_containing
 from recur.subscriptions.pricing import period_lines, terms_from_plan
-from recur.subscriptions.tables import subscriptions
+from recur.subscriptions.tables import OUTBOX, subscriptions
 
 if TYPE_CHECKING:
     from recur.kit.db import UnitOfWork
@@ -52,8 +52,6 @@ class BillRunResult:
 
 
 async def _record(uow: UnitOfWork, rt: Runtime, row: Any, type_: str) -> None:
-    from recur.subscriptions.service import OUTBOX
-
     await OUTBOX.record(
         uow, row.tenant_id, type_, repo.to_subscription(row).model_dump(mode="json"), rt.clock.now()
     )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from recur.kit.events import Event, EventBus
 from recur.payments.schemas import DunningExhausted
 from recur.subscriptions import repository as repo
-from recur.subscriptions.tables import inbox, subscriptions
+from recur.subscriptions.tables import OUTBOX, inbox, subscriptions
 
 if TYPE_CHECKING:
     from recur.kit.db import UnitOfWork
@@ -18,8 +18,6 @@ def subscribe(bus: EventBus, rt: Runtime) -> None:
     async def order_paid(uow: UnitOfWork, event: Event) -> None:
         """A subscription whose current period's order is paid late (a retry, a new card, a
         payment by hand) becomes active again."""
-        from recur.subscriptions.service import OUTBOX
-
         order = event.payload
         if not order.get("subscription_id"):
             return
@@ -49,8 +47,6 @@ def subscribe(bus: EventBus, rt: Runtime) -> None:
     async def dunning_exhausted(uow: UnitOfWork, event: Event) -> None:
         """The last retry of an order's charge failed. A subscription still past due ends
         (`cancel`) or stays, renewing no more (`unpaid`), as the tenant chose."""
-        from recur.subscriptions.service import OUTBOX
-
         exhausted = DunningExhausted.model_validate(event.payload)
         row = await repo.get_subscription(
             uow, event.tenant_id, exhausted.subscription_id, for_update=True

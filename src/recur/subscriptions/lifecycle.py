@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from recur.kit.errors import Conflict
+from recur.kit.errors import Conflict, NotFound
 from recur.subscriptions import billing
 from recur.subscriptions import repository as repo
 from recur.subscriptions.periods import period_boundary
 from recur.subscriptions.proration import unused_amount
 from recur.subscriptions.schemas import Subscription
-from recur.subscriptions.tables import subscriptions
+from recur.subscriptions.tables import OUTBOX, subscriptions
 from recur.subscriptions.test_clocks import clock_now
 
 if TYPE_CHECKING:
@@ -20,9 +20,11 @@ if TYPE_CHECKING:
 
 
 async def _existing(rt: Runtime, tenant_id: str, subscription_id: str) -> Subscription:
-    from recur.subscriptions.service import get_subscription
-
-    return await get_subscription(rt, tenant_id, subscription_id)
+    async with rt.uow() as uow:
+        row = await repo.get_subscription(uow, tenant_id, subscription_id)
+    if row is None:
+        raise NotFound(f"no such subscription: {subscription_id}", param="subscription_id")
+    return repo.to_subscription(row)
 
 
 async def _save(
@@ -33,8 +35,6 @@ async def _save(
     values: dict[str, Any],
     event: str,
 ) -> Subscription:
-    from recur.subscriptions.service import OUTBOX
-
     await repo.update(
         uow, subscriptions, tenant_id, subscription_id, {**values, "updated": rt.clock.now()}
     )

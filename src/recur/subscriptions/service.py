@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from recur.kit.errors import InvalidRequest, NotFound
-from recur.kit.events import Outbox
 from recur.kit.ids import new_id
 from recur.kit.pagination import Page, to_page
 from recur.subscriptions import billing, coupons
@@ -13,13 +12,12 @@ from recur.subscriptions import repository as repo
 from recur.subscriptions.periods import period_boundary, trial_end
 from recur.subscriptions.pricing import period_amount, terms_from_plan
 from recur.subscriptions.schemas import Subscription, SubscriptionCreate
-from recur.subscriptions.tables import outbox, subscriptions
+from recur.subscriptions.tables import OUTBOX, subscriptions
 from recur.subscriptions.test_clocks import clock_now
 
 if TYPE_CHECKING:
     from recur.runtime import Runtime
 
-OUTBOX = Outbox("subscriptions", outbox)
 
 MAX_AMOUNT = 2**63 - 1
 

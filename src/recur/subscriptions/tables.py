@@ -1,7 +1,7 @@
 import sqlalchemy as sa
 
 from recur.kit.db import UTCDateTime
-from recur.kit.events import inbox_table, outbox_table
+from recur.kit.events import Outbox, inbox_table, outbox_table
 
 metadata = sa.MetaData(schema="subscriptions")
 
@@ -146,4 +146,6 @@ subscriptions = sa.Table(
 )
 
 outbox = outbox_table(metadata, "subscriptions")
+# Beside its table, so that every module of the service records events without import cycles.
+OUTBOX = Outbox("subscriptions", outbox)
 inbox = inbox_table(metadata, "subscriptions")
