@@ -12,6 +12,7 @@ from recur.customers.tables import customers
 from recur.customers.tables import ledger as customers_ledger
 from recur.kit.db import Database
 from recur.orders.tables import orders
+from recur.payments.tables import payments
 
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2099}
 
@@ -61,7 +62,7 @@ async def test_verify_is_clean_on_honest_books(api, settings, monkeypatch) -> No
     await _books(api)
     code, output = await asyncio.to_thread(_verify, settings.database_url, monkeypatch)
     assert code == 0, output
-    assert output.count("ok ") == 4
+    assert output.count("ok ") == 7
 
 
 async def test_verify_names_what_was_tampered_with(api, runtime, settings, monkeypatch) -> None:
@@ -150,3 +151,105 @@ async def test_the_ledgers_follow_the_money(api, runtime) -> None:
     assert await balance(orders_ledger, "revenue") == -(800 + 300 + 700)
     # Cash at the gateway: 800 + 300 + 1000 taken in, 400 refunded.
     assert await balance(payments_ledger, "gateway_cash:sandbox") == 800 + 300 + 1000 - 400
+
+
+def _offenders(output: str, check: str) -> str:
+    """What a failed check names (the console may wrap it over several lines)."""
+    text = " ".join(output.split())
+    named = text.split(f"FAILED {check}: ", 1)[1]
+    return named.split(" FAILED ", 1)[0].split(" ok ", 1)[0]
+
+
+async def _every_kind_of_movement(api, books: dict) -> dict:
+    """Beyond `_books`: a refund, an open order, a voided order credit was applied to, and a
+    written-off order, one of them paid later."""
+    customer_id = books["customer"]["id"]
+
+    async def order(amount: int) -> dict:
+        body = {"customer_id": customer_id, "lines": [{"description": "o", "unit_amount": amount}]}
+        return (await api.post("/v1/orders", json=body)).json()
+
+    payment = (
+        await api.post(
+            "/v1/payments", json={"customer_id": customer_id, "amount": 1000, "currency": "USD"}
+        )
+    ).json()
+    await api.post("/v1/refunds", json={"payment_id": payment["id"], "amount": 400})
+    voided = await order(600)  # takes the 250 of credit
+    assert voided["credit_applied"] == 250
+    await api.post(f"/v1/orders/{voided['id']}/void")
+    open_order = await order(700)  # takes the 250 given back
+    recovered = await order(900)
+    await api.post(f"/v1/orders/{recovered['id']}/mark-uncollectible")
+    response = await api.post("/v1/payments", json={"order_id": recovered["id"]})
+    assert response.json()["status"] == "succeeded", response.text
+    written_off = await order(500)
+    await api.post(f"/v1/orders/{written_off['id']}/mark-uncollectible")
+    return {"open": open_order, "written_off": written_off, "payment": payment}
+
+
+async def test_verify_is_clean_after_every_kind_of_movement(api, settings, monkeypatch) -> None:
+    books = await _books(api)
+    await _every_kind_of_movement(api, books)
+    code, output = await asyncio.to_thread(_verify, settings.database_url, monkeypatch)
+    assert code == 0, output
+
+
+async def test_verify_names_orders_whose_receivable_is_off(api, settings, monkeypatch) -> None:
+    books = await _books(api)
+    more = await _every_kind_of_movement(api, books)
+    db = Database(settings.database_url)
+    async with db.engine.begin() as conn:
+        # Owing less than the ledger says; written off for more than the ledger holds.
+        for order_id in (more["open"]["id"], more["written_off"]["id"]):
+            await conn.execute(
+                sa.update(orders)
+                .where(orders.c.id == order_id)
+                .values(amount_paid=orders.c.amount_paid + 1)
+            )
+    await db.dispose()
+    code, output = await asyncio.to_thread(_verify, settings.database_url, monkeypatch)
+    assert code == 1
+    failed = _offenders(output, "every order's receivable equals what it owes")
+    assert more["open"]["id"] in failed and more["written_off"]["id"] in failed
+    assert books["order"]["id"] not in failed
+
+
+async def test_verify_names_gateway_cash_that_payments_do_not_explain(
+    api, tenant, settings, monkeypatch
+) -> None:
+    books = await _books(api)
+    more = await _every_kind_of_movement(api, books)
+    db = Database(settings.database_url)
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            sa.update(payments)
+            .where(payments.c.id == more["payment"]["id"])
+            .values(amount=payments.c.amount + 1)
+        )
+    await db.dispose()
+    code, output = await asyncio.to_thread(_verify, settings.database_url, monkeypatch)
+    assert code == 1
+    failed = _offenders(output, "gateway cash equals payments less refunds")
+    assert failed == f"{tenant.id}/gateway_cash:sandbox/USD"
+    assert "ok      every succeeded payment is applied to its order" in output
+
+
+async def test_verify_names_orders_a_payment_was_not_applied_to(api, settings, monkeypatch) -> None:
+    books = await _books(api)
+    more = await _every_kind_of_movement(api, books)
+    # The payment of the paid one-off order now names the open order: the first was applied a
+    # payment it no longer has, the second has a payment never applied to it.
+    db = Database(settings.database_url)
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            sa.update(payments)
+            .where(payments.c.order_id == books["order"]["id"])
+            .values(order_id=more["open"]["id"])
+        )
+    await db.dispose()
+    code, output = await asyncio.to_thread(_verify, settings.database_url, monkeypatch)
+    assert code == 1
+    failed = _offenders(output, "every succeeded payment is applied to its order")
+    assert books["order"]["id"] in failed and more["open"]["id"] in failed
+    assert "ok      gateway cash equals payments less refunds" in output

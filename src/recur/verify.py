@@ -14,8 +14,10 @@ import sqlalchemy as sa
 from recur.customers.tables import balance_transactions, customers
 from recur.customers.tables import ledger as customers_ledger
 from recur.kit.db import Database, UnitOfWork
+from recur.orders.tables import ledger as orders_ledger
 from recur.orders.tables import orders
-from recur.payments.tables import payments
+from recur.payments.tables import ledger as payments_ledger
+from recur.payments.tables import payments, refunds
 from recur.schema import all_tables
 
 
@@ -104,11 +106,124 @@ async def balances_not_matching_ledger(uow: UnitOfWork) -> list[str]:
     return [row.id for row in rows]
 
 
+def _orders_account(account: str) -> sa.ColumnElement[int]:
+    """Debits minus credits of one account, in an aggregate over orders ledger lines."""
+    line = orders_ledger.c
+    return sa.func.coalesce(
+        sa.func.sum(sa.case((line.account == account, line.debit - line.credit), else_=0)), 0
+    )
+
+
+async def receivables_not_matching_orders(uow: UnitOfWork) -> list[str]:
+    """Orders whose receivable (or, written off, whose bad debt) in the orders ledger differs
+    from what they still owe.
+
+    Finalizing debits the total to `accounts_receivable`; credit applied and payments credit it;
+    a void credits what is left; a write-off moves what is left to `bad_debt`, which payments
+    received later credit. So an open order's receivable is its amount due and every other
+    order's is 0; an uncollectible order's bad debt is its amount due (written off less
+    recovered), and every other order's is 0.
+    """
+    held = (
+        sa.select(
+            orders_ledger.c.tenant_id,
+            orders_ledger.c.source_id,
+            _orders_account("accounts_receivable").label("receivable"),
+            _orders_account("bad_debt").label("bad_debt"),
+        )
+        .where(orders_ledger.c.account.in_(("accounts_receivable", "bad_debt")))
+        .group_by(orders_ledger.c.tenant_id, orders_ledger.c.source_id)
+        .subquery()
+    )
+    left = orders.c.total - orders.c.credit_applied - orders.c.amount_paid
+    due = sa.case((left > 0, left), else_=0)
+    rows = await uow.fetch_all(
+        sa.select(orders.c.id)
+        .select_from(
+            orders.outerjoin(
+                held,
+                sa.and_(held.c.tenant_id == orders.c.tenant_id, held.c.source_id == orders.c.id),
+            )
+        )
+        .where(
+            sa.or_(
+                sa.func.coalesce(held.c.receivable, 0)
+                != sa.case((orders.c.status == "open", due), else_=0),
+                sa.func.coalesce(held.c.bad_debt, 0)
+                != sa.case((orders.c.status == "uncollectible", due), else_=0),
+            )
+        )
+    )
+    return [row.id for row in rows]
+
+
+async def gateway_cash_not_matching_payments(uow: UnitOfWork) -> list[str]:
+    """Gateway cash accounts (`gateway_cash:<gateway>`, per tenant and currency) of the payments
+    ledger that differ from the succeeded payments less the succeeded refunds through that
+    gateway. Named `tenant/account/currency`."""
+    prefix = "gateway_cash:"
+    account = sa.literal(prefix, sa.String).concat(payments.c.gateway)
+    moves = sa.union_all(
+        sa.select(
+            payments_ledger.c.tenant_id,
+            payments_ledger.c.account,
+            payments_ledger.c.currency,
+            (payments_ledger.c.debit - payments_ledger.c.credit).label("amount"),
+        ).where(payments_ledger.c.account.startswith(prefix, autoescape=True)),
+        sa.select(payments.c.tenant_id, account, payments.c.currency, -payments.c.amount).where(
+            payments.c.status == "succeeded"
+        ),
+        sa.select(refunds.c.tenant_id, account, refunds.c.currency, refunds.c.amount)
+        .select_from(
+            refunds.join(
+                payments,
+                sa.and_(
+                    payments.c.tenant_id == refunds.c.tenant_id,
+                    payments.c.id == refunds.c.payment_id,
+                ),
+            )
+        )
+        .where(refunds.c.status == "succeeded"),
+    ).subquery()
+    rows = await uow.fetch_all(
+        sa.select(moves.c.tenant_id, moves.c.account, moves.c.currency)
+        .group_by(moves.c.tenant_id, moves.c.account, moves.c.currency)
+        .having(sa.func.sum(moves.c.amount) != 0)
+    )
+    return [f"{row.tenant_id}/{row.account}/{row.currency}" for row in rows]
+
+
+async def payments_not_applied_to_orders(uow: UnitOfWork) -> list[str]:
+    """Orders whose succeeded payments differ from what the orders ledger applied to them
+    (`payments_clearing`): a payment received and never applied (an overpayment, a payment of
+    a void order: owed back), or applied without a payment. A refund leaves both sides as they
+    are."""
+    moves = sa.union_all(
+        sa.select(
+            payments.c.tenant_id, payments.c.order_id.label("order_id"), payments.c.amount
+        ).where(payments.c.status == "succeeded", payments.c.order_id.is_not(None)),
+        sa.select(
+            orders_ledger.c.tenant_id,
+            orders_ledger.c.source_id,
+            orders_ledger.c.credit - orders_ledger.c.debit,
+        ).where(orders_ledger.c.account == "payments_clearing"),
+    ).subquery()
+    rows = await uow.fetch_all(
+        sa.select(moves.c.order_id)
+        .group_by(moves.c.tenant_id, moves.c.order_id)
+        .having(sa.func.sum(moves.c.amount) != 0)
+    )
+    return [row.order_id for row in rows]
+
+
 CHECKS: dict[str, Callable[[UnitOfWork], Awaitable[list[str]]]] = {
     "every ledger transaction balances": unbalanced_transactions,
     "every paid order is covered by succeeded payments": paid_orders_not_covered,
     "no subscription period was ordered twice": periods_ordered_twice,
     "every customer balance equals its ledger": balances_not_matching_ledger,
+    "every order's receivable equals what it owes": receivables_not_matching_orders,
+    "gateway cash equals payments less refunds": gateway_cash_not_matching_payments,
+    "every succeeded payment is applied to its order": payments_not_applied_to_orders,
 }
 
 

@@ -32,11 +32,16 @@ def draft(
     )
 
 
+async def make_one(runtime, tenant_id: str, one: SubscriptionOrderDraft):
+    [order] = await runtime.orders.create_subscription_orders(tenant_id, [one])
+    return order
+
+
 async def test_subscription_order_is_finalized_with_subscription_lines(
     api, tenant, runtime, make_customer
 ) -> None:
     customer = await make_customer(currency="USD")
-    order = await runtime.orders.create_subscription_order(tenant.id, draft(customer["id"]))
+    order = await make_one(runtime, tenant.id, draft(customer["id"]))
     assert order.status == "open"
     assert order.number == 1
     assert order.currency == "USD"
@@ -61,18 +66,16 @@ async def test_subscription_order_is_made_once_per_period(
     api, tenant, runtime, make_customer
 ) -> None:
     customer = await make_customer(currency="USD")
-    first = await runtime.orders.create_subscription_order(tenant.id, draft(customer["id"]))
+    first = await make_one(runtime, tenant.id, draft(customer["id"]))
     # A rerun (even with other lines) returns the first order unchanged.
-    again = await runtime.orders.create_subscription_order(
-        tenant.id, draft(customer["id"], unit_amount=9999)
-    )
+    again = await make_one(runtime, tenant.id, draft(customer["id"], unit_amount=9999))
     assert again == first
     orders = (await api.get("/v1/orders")).json()["data"]
     assert [o["id"] for o in orders] == [first.id]
 
     # The next period is a new order with the next number.
-    second = await runtime.orders.create_subscription_order(
-        tenant.id, draft(customer["id"], start=END, end=datetime(2025, 3, 1, tzinfo=UTC))
+    second = await make_one(
+        runtime, tenant.id, draft(customer["id"], start=END, end=datetime(2025, 3, 1, tzinfo=UTC))
     )
     assert second.id != first.id
     assert second.number == 2
@@ -81,10 +84,7 @@ async def test_subscription_order_is_made_once_per_period(
 async def test_concurrent_duplicates_return_one_order(api, tenant, runtime, make_customer) -> None:
     customer = await make_customer(currency="USD")
     results = await asyncio.gather(
-        *(
-            runtime.orders.create_subscription_order(tenant.id, draft(customer["id"]))
-            for _ in range(4)
-        )
+        *(make_one(runtime, tenant.id, draft(customer["id"])) for _ in range(4))
     )
     assert len({order.id for order in results}) == 1
     assert results[0].number == 1
@@ -100,9 +100,7 @@ async def test_concurrent_duplicates_return_one_order(api, tenant, runtime, make
 
 async def test_zero_period_is_paid_at_once(tenant, runtime, make_customer) -> None:
     customer = await make_customer(currency="USD")
-    order = await runtime.orders.create_subscription_order(
-        tenant.id, draft(customer["id"], unit_amount=0)
-    )
+    order = await make_one(runtime, tenant.id, draft(customer["id"], unit_amount=0))
     assert order.status == "paid"
     assert order.paid_at is not None
 
@@ -110,9 +108,7 @@ async def test_zero_period_is_paid_at_once(tenant, runtime, make_customer) -> No
 async def test_negative_total_is_refused(api, tenant, runtime, make_customer) -> None:
     customer = await make_customer(currency="USD")
     with pytest.raises(InvalidRequest) as caught:
-        await runtime.orders.create_subscription_order(
-            tenant.id, draft(customer["id"], unit_amount=-1)
-        )
+        await make_one(runtime, tenant.id, draft(customer["id"], unit_amount=-1))
     assert caught.value.param == "lines"
     assert (await api.get("/v1/orders")).json()["data"] == []
 
@@ -121,7 +117,28 @@ async def test_get_through_the_client(tenant, other_tenant, runtime, make_custom
     from recur.kit.errors import NotFound
 
     customer = await make_customer(currency="USD")
-    order = await runtime.orders.create_subscription_order(tenant.id, draft(customer["id"]))
+    order = await make_one(runtime, tenant.id, draft(customer["id"]))
     assert await runtime.orders.get(tenant.id, order.id) == order
     with pytest.raises(NotFound):
         await runtime.orders.get(other_tenant.id, order.id)
+
+
+async def test_a_batch_numbers_its_new_orders_in_a_row_and_keeps_the_old_ones(
+    api, tenant, runtime, make_customer
+) -> None:
+    customer = await make_customer(currency="USD")
+    first = await make_one(runtime, tenant.id, draft(customer["id"], subscription_id="sub_a"))
+    drafts = [
+        draft(customer["id"], subscription_id="sub_b"),
+        draft(customer["id"], subscription_id="sub_a"),  # made before: returned as it is
+        draft(customer["id"], subscription_id="sub_c", unit_amount=0),
+    ]
+    batch = await runtime.orders.create_subscription_orders(tenant.id, drafts)
+    assert [o.subscription_id for o in batch] == ["sub_b", "sub_a", "sub_c"]
+    assert batch[1] == first
+    assert sorted(o.number for o in batch) == [1, 2, 3]
+    assert [o.status for o in batch] == ["open", "open", "paid"]
+    again = await runtime.orders.create_subscription_orders(tenant.id, drafts)
+    assert [o.id for o in again] == [o.id for o in batch]
+    listed = (await api.get("/v1/orders")).json()["data"]
+    assert len(listed) == 3

@@ -34,15 +34,16 @@ async def test_a_worker_dying_between_steps_loses_and_doubles_nothing(billing, r
     now = datetime(2025, 2, 1, tzinfo=UTC)
 
     # Die after writing the pending period (step 1).
-    async with runtime.uow() as uow:
-        row = await repo.get_subscription(uow, tenant.id, sub["id"], for_update=True)
-        assert await engine._begin_period(uow, runtime, row, now) == "pending"
-        await uow.commit()
+    billed, _ = await engine._begin_periods(runtime, tenant.id, [sub["id"]], now)
+    assert [row.pending_period_start for row in billed] == [now]
     # Die after making the order (step 2), before charging it.
-    async with runtime.uow() as uow:
-        row = await repo.get_subscription(uow, tenant.id, sub["id"])
-    order = await engine._order_period(runtime, row)
+    drafts = await engine._order_drafts(runtime, tenant.id, billed)
+    [order] = await runtime.orders.create_subscription_orders(tenant.id, drafts)
     assert order.status == "open"
+    # Asked again (a rerun dying at the same point), the same order comes back.
+    assert [o.id for o in await runtime.orders.create_subscription_orders(tenant.id, drafts)] == [
+        order.id
+    ]
 
     # The rerun finishes that very period: the same order, one charge.
     result = await engine.run(runtime, test_clock_id=clock["id"], now=now)
@@ -59,6 +60,27 @@ async def test_a_worker_dying_between_steps_loses_and_doubles_nothing(billing, r
     fresh = await billing.get(f"/v1/subscriptions/{sub['id']}")
     assert fresh["current_period_start"] == "2025-02-01T00:00:00Z"
     assert fresh["status"] == "active"
+
+
+async def test_a_worker_dying_after_the_charge_charges_once(billing, runtime, tenant):
+    clock, sub = await _subscribe(billing, "2025-01-01T00:00:00Z")
+    now = datetime(2025, 2, 1, tzinfo=UTC)
+    # Steps 1 to 3 done, then death before the subscription moved into its period.
+    billed, _ = await engine._begin_periods(runtime, tenant.id, [sub["id"]], now)
+    drafts = await engine._order_drafts(runtime, tenant.id, billed)
+    [order] = await runtime.orders.create_subscription_orders(tenant.id, drafts)
+    [charge] = await runtime.payments.charge_orders(tenant.id, [order.id])
+    assert charge.outcome == "succeeded"
+    # Charged again, the order answers that it is paid: no second payment.
+    [again] = await runtime.payments.charge_orders(tenant.id, [order.id])
+    assert again.outcome == "paid" and again.payment is None
+
+    result = await engine.run(runtime, test_clock_id=clock["id"], now=now)
+    assert (result.renewed, result.errors) == (1, 0)
+    payments = await billing.get("/v1/payments", order_id=order.id)
+    assert [p["status"] for p in payments["data"]] == ["succeeded"]
+    fresh = await billing.get(f"/v1/subscriptions/{sub['id']}")
+    assert (fresh["status"], fresh["latest_order_id"]) == ("active", order.id)
 
 
 async def test_a_dead_workers_lease_expires_and_the_next_run_takes_over(billing, runtime, tenant):

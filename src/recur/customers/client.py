@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from recur.customers.schemas import BalanceTransaction, CreditType, Customer
+from recur.customers.schemas import BalanceTransaction, CreditRequest, CreditType, Customer
 
 
 class CustomersClient(Protocol):
     async def get(self, tenant_id: str, customer_id: str) -> Customer:
         """The customer; NotFound when it is not this tenant's."""
+        ...
+
+    async def get_many(self, tenant_id: str, customer_ids: Sequence[str]) -> dict[str, Customer]:
+        """The tenant's customers of these ids, by id; ids of no customer of its are left out."""
         ...
 
     async def get_by_number(self, tenant_id: str, number: int) -> Customer:
@@ -50,4 +55,15 @@ class CustomersClient(Protocol):
         self, tenant_id: str, customer_id: str, order_id: str, currency: str, max_amount: int
     ) -> int:
         """Spend up to `max_amount` of the customer's credit on an order, once per order."""
+        ...
+
+    async def apply_credits(
+        self, tenant_id: str, requests: Sequence[CreditRequest]
+    ) -> dict[str, int]:
+        """`apply_credit` for many orders at once; what each order got, by order id (orders
+        that got nothing may be left out)."""
+        ...
+
+    async def unapply_credit(self, tenant_id: str, customer_id: str, order_id: str) -> int:
+        """Give back the credit spent on an order (0 if none), once per order."""
         ...

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from recur.customers import repository as repo
-from recur.customers.schemas import BalanceTransaction, CreditCreate, CreditType
+from recur.customers.schemas import BalanceTransaction, CreditCreate, CreditRequest, CreditType
 from recur.customers.tables import ledger as ledger_accounts
 from recur.kit import ledger
 from recur.kit.errors import InvalidRequest, NotFound
@@ -14,6 +15,8 @@ from recur.kit.money import CurrencyError, normalize_currency
 from recur.kit.pagination import Page, to_page
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from recur.kit.db import UnitOfWork
     from recur.runtime import Runtime
 
@@ -119,48 +122,138 @@ async def apply_credit(
 
     Asking again for the same order spends nothing more and answers the same amount.
     """
+    request = CreditRequest(customer_id, order_id, currency, max_amount)
+    return (await apply_credits(rt, tenant_id, [request])).get(order_id, 0)
+
+
+async def apply_credits(
+    rt: Runtime, tenant_id: str, requests: Sequence[CreditRequest]
+) -> dict[str, int]:
+    """Spend credit on many orders at once (the bill run's batches); what each got, by order.
+
+    Only customers that hold credit are locked and written, so a batch of customers without
+    any costs two reads. Each order gets credit once: asked again, it answers the same amount.
+    """
+    if not requests:
+        return {}
     async with rt.uow() as uow:
-        customer = await _locked_customer(uow, tenant_id, customer_id)
-        done = await repo.balance_transaction_by_source(
-            uow, tenant_id, "applied_to_order", order_id
+        done = await repo.balance_transactions_by_sources(
+            uow, tenant_id, "applied_to_order", [r.order_id for r in requests]
         )
-        if done is not None:
-            return -int(done.amount)
-        if customer.currency != currency or customer.balance <= 0 or max_amount <= 0:
-            return 0
-        applied = min(customer.balance, max_amount)
-        ending = customer.balance - applied
-        values = {
-            "id": new_id("cbtxn"),
-            "tenant_id": tenant_id,
-            "customer_id": customer_id,
-            "type": "applied_to_order",
-            "amount": -applied,
-            "currency": currency,
-            "ending_balance": ending,
-            "source_id": order_id,
-            "description": None,
-            "created": rt.clock.now(),
+        holders = {
+            row.id: row
+            for row in await repo.lock_with_credit(
+                uow, tenant_id, [r.customer_id for r in requests]
+            )
         }
-        await repo.record_balance_change(uow, values, customer_id, ending)
-        # The credit pays part of an order: the liability to the customer becomes a payment
-        # toward what it owes.
-        await ledger.post(
-            uow,
-            ledger_accounts,
-            tenant_id=tenant_id,
-            kind="credit_applied",
-            source_id=order_id,
-            customer_id=customer_id,
-            currency=currency,
-            lines=[
-                ledger.Line("customer_credit", debit=applied),
-                ledger.Line("credit_applied_to_orders", credit=applied),
-            ],
-            at=values["created"],
-        )
+        balances = {customer_id: int(row.balance) for customer_id, row in holders.items()}
+        now = rt.clock.now()
+        applied: dict[str, int] = {}
+        entries: list[ledger.Entry] = []
+        for request in requests:
+            if request.order_id in done:
+                applied[request.order_id] = -int(done[request.order_id].amount)
+                continue
+            holder = holders.get(request.customer_id)
+            balance = balances.get(request.customer_id, 0)
+            if holder is None or holder.currency != request.currency or balance <= 0:
+                continue
+            amount = min(balance, request.max_amount)
+            if amount <= 0:
+                continue
+            balances[request.customer_id] = balance - amount
+            applied[request.order_id] = amount
+            await repo.record_balance_change(
+                uow,
+                {
+                    "id": new_id("cbtxn"),
+                    "tenant_id": tenant_id,
+                    "customer_id": request.customer_id,
+                    "type": "applied_to_order",
+                    "amount": -amount,
+                    "currency": request.currency,
+                    "ending_balance": balance - amount,
+                    "source_id": request.order_id,
+                    "description": None,
+                    "created": now,
+                },
+                request.customer_id,
+                balance - amount,
+            )
+            # The credit pays part of an order: the liability to the customer becomes a
+            # payment toward what it owes.
+            entries.append(
+                ledger.Entry(
+                    tenant_id,
+                    "credit_applied",
+                    request.order_id,
+                    request.customer_id,
+                    request.currency,
+                    [
+                        ledger.Line("customer_credit", debit=amount),
+                        ledger.Line("credit_applied_to_orders", credit=amount),
+                    ],
+                )
+            )
+        await ledger.post_many(uow, ledger_accounts, entries, now)
         await uow.commit()
     return applied
+
+
+async def unapply_credit_in(
+    uow: UnitOfWork, tenant_id: str, customer_id: str, order_id: str, now: datetime
+) -> int:
+    """Give back, in the caller's transaction, the credit spent on an order that will not be
+    paid with it (voided); how much. Once per order: asking again gives back nothing more and
+    answers the same amount; 0 when no credit was spent on the order."""
+    customer = await repo.get_for_update(uow, tenant_id, customer_id)
+    spent = await repo.balance_transaction_by_source(uow, tenant_id, "applied_to_order", order_id)
+    if customer is None or spent is None:
+        return 0
+    done = await repo.balance_transaction_by_source(
+        uow, tenant_id, "unapplied_from_order", order_id
+    )
+    if done is not None:
+        return int(done.amount)
+    amount = -int(spent.amount)
+    ending = customer.balance + amount
+    values = {
+        "id": new_id("cbtxn"),
+        "tenant_id": tenant_id,
+        "customer_id": customer_id,
+        "type": "unapplied_from_order",
+        "amount": amount,
+        "currency": spent.currency,
+        "ending_balance": ending,
+        "source_id": order_id,
+        "description": None,
+        "created": now,
+    }
+    await repo.record_balance_change(uow, values, customer_id, ending)
+    # The reverse of applying it: the order no longer takes the credit, the customer holds it.
+    await ledger.post(
+        uow,
+        ledger_accounts,
+        tenant_id=tenant_id,
+        kind="credit_unapplied",
+        source_id=order_id,
+        customer_id=customer_id,
+        currency=spent.currency,
+        lines=[
+            ledger.Line("credit_applied_to_orders", debit=amount),
+            ledger.Line("customer_credit", credit=amount),
+        ],
+        at=now,
+    )
+    return amount
+
+
+async def unapply_credit(rt: Runtime, tenant_id: str, customer_id: str, order_id: str) -> int:
+    """Give back the credit spent on an order that will not be paid with it; once per order."""
+    async with rt.uow() as uow:
+        amount = await unapply_credit_in(uow, tenant_id, customer_id, order_id, rt.clock.now())
+        await uow.commit()
+    return amount
 
 
 async def list_balance_transactions(

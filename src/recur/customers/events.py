@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from recur.customers import credits
 from recur.customers import repository as repo
 from recur.customers.schemas import BillingHistoryEntry
 from recur.customers.tables import inbox
@@ -16,7 +17,10 @@ ORDER_EVENTS = ("order.finalized", "order.paid", "order.voided", "order.uncollec
 PAYMENT_EVENTS = ("payment.succeeded", "payment.failed", "payment.refunded")
 
 
-async def record_order(uow: UnitOfWork, event: Event) -> None:
+History = tuple[str, BillingHistoryEntry, str]  # (tenant_id, entry, customer_id)
+
+
+def _order_entry(event: Event) -> History:
     order: dict[str, Any] = event.payload
     entry = BillingHistoryEntry(
         id=order["id"],
@@ -29,10 +33,10 @@ async def record_order(uow: UnitOfWork, event: Event) -> None:
         created=repo.parse_time(order["created"]),
         updated=event.created,
     )
-    await repo.record_history(uow, event.tenant_id, entry, order["customer_id"])
+    return event.tenant_id, entry, order["customer_id"]
 
 
-async def record_payment(uow: UnitOfWork, event: Event) -> None:
+def _payment_entry(event: Event) -> History:
     payment: dict[str, Any] = event.payload
     status = payment["status"]
     if payment.get("amount_refunded"):
@@ -48,10 +52,10 @@ async def record_payment(uow: UnitOfWork, event: Event) -> None:
         created=repo.parse_time(payment["created"]),
         updated=event.created,
     )
-    await repo.record_history(uow, event.tenant_id, entry, payment["customer_id"])
+    return event.tenant_id, entry, payment["customer_id"]
 
 
-async def record_refund(uow: UnitOfWork, event: Event) -> None:
+def _refund_entry(event: Event) -> History:
     refund: dict[str, Any] = event.payload
     entry = BillingHistoryEntry(
         id=refund["id"],
@@ -64,7 +68,33 @@ async def record_refund(uow: UnitOfWork, event: Event) -> None:
         created=repo.parse_time(refund["created"]),
         updated=event.created,
     )
-    await repo.record_history(uow, event.tenant_id, entry, refund["customer_id"])
+    return event.tenant_id, entry, refund["customer_id"]
+
+
+def _entry(event: Event) -> History:
+    if event.type.startswith("order."):
+        return _order_entry(event)
+    if event.type.startswith("payment."):
+        return _payment_entry(event)
+    return _refund_entry(event)
+
+
+async def record_history(uow: UnitOfWork, event: Event) -> None:
+    """Bring the billing history up to date with an order, payment or refund event."""
+    await record_histories(uow, [event])
+
+
+async def record_histories(uow: UnitOfWork, events: list[Event]) -> None:
+    """The same for many events, in one statement (the bill run's batches)."""
+    await repo.record_history_many(uow, [_entry(event) for event in events])
+    for event in events:
+        if event.type == "order.voided":
+            # A void order owes nothing: the credit spent on it goes back to the customer,
+            # once. Here, with the history: the service's inbox takes each event once.
+            order: dict[str, Any] = event.payload
+            await credits.unapply_credit_in(
+                uow, event.tenant_id, order["customer_id"], order["id"], event.created
+            )
 
 
 async def forget_detached_default(uow: UnitOfWork, event: Event) -> None:
@@ -77,8 +107,7 @@ async def forget_detached_default(uow: UnitOfWork, event: Event) -> None:
 
 def subscribe(bus: EventBus) -> None:
     bus.subscribe("payment_method.detached", "customers", inbox, forget_detached_default)
-    for event_type in ORDER_EVENTS:
-        bus.subscribe(event_type, "customers", inbox, record_order)
-    for event_type in PAYMENT_EVENTS:
-        bus.subscribe(event_type, "customers", inbox, record_payment)
-    bus.subscribe("refund.created", "customers", inbox, record_refund)
+    for event_type in (*ORDER_EVENTS, *PAYMENT_EVENTS, "refund.created"):
+        bus.subscribe(
+            event_type, "customers", inbox, record_history, batch_handler=record_histories
+        )

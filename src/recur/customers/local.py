@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from recur.customers import credits, service
-from recur.customers.schemas import BalanceTransaction, CreditType, Customer, CustomerUpdate
+from recur.customers.schemas import (
+    BalanceTransaction,
+    CreditRequest,
+    CreditType,
+    Customer,
+    CustomerUpdate,
+)
 
 if TYPE_CHECKING:
     from recur.runtime import Runtime
@@ -17,6 +24,9 @@ class LocalCustomersClient:
 
     async def get(self, tenant_id: str, customer_id: str) -> Customer:
         return await service.get_customer(self._rt, tenant_id, customer_id)
+
+    async def get_many(self, tenant_id: str, customer_ids: Sequence[str]) -> dict[str, Customer]:
+        return await service.get_customers(self._rt, tenant_id, customer_ids)
 
     async def get_by_number(self, tenant_id: str, number: int) -> Customer:
         return await service.get_customer_by_number(self._rt, tenant_id, number)
@@ -65,3 +75,11 @@ class LocalCustomersClient:
         return await credits.apply_credit(
             self._rt, tenant_id, customer_id, order_id, currency, max_amount
         )
+
+    async def unapply_credit(self, tenant_id: str, customer_id: str, order_id: str) -> int:
+        return await credits.unapply_credit(self._rt, tenant_id, customer_id, order_id)
+
+    async def apply_credits(
+        self, tenant_id: str, requests: Sequence[CreditRequest]
+    ) -> dict[str, int]:
+        return await credits.apply_credits(self._rt, tenant_id, requests)

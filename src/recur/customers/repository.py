@@ -138,13 +138,14 @@ def to_history_entry(row: Any) -> BillingHistoryEntry:
     return BillingHistoryEntry.model_validate(row._mapping)
 
 
-async def record_history(
-    uow: UnitOfWork, tenant_id: str, entry: BillingHistoryEntry, customer_id: str
+async def record_history_many(
+    uow: UnitOfWork, entries: list[tuple[str, BillingHistoryEntry, str]]
 ) -> None:
-    """Insert or bring up to date the history line of one order, payment or refund."""
-    values = entry.model_dump()
-    values.update(tenant_id=tenant_id, customer_id=customer_id, entry_id=new_id("bhe"))
-    stmt = upsert(uow.conn, billing_history).values(**values)
+    """Insert or bring up to date the history lines of orders, payments or refunds, each
+    (tenant_id, entry, customer_id), in order."""
+    if not entries:
+        return
+    stmt = upsert(uow.conn, billing_history)
     stmt = stmt.on_conflict_do_update(
         index_elements=[billing_history.c.id],
         # Events may arrive out of order: an older status never overwrites a newer one.
@@ -156,7 +157,20 @@ async def record_history(
             "updated": stmt.excluded.updated,
         },
     )
-    await uow.execute(stmt)
+    # Many executions of one statement, not one multi-row statement: an entry may appear
+    # twice in a batch (an order finalized, then paid), and each must see the one before.
+    await uow.execute(
+        stmt,
+        [
+            {
+                **entry.model_dump(),
+                "tenant_id": tenant_id,
+                "customer_id": customer_id,
+                "entry_id": new_id("bhe"),
+            }
+            for tenant_id, entry, customer_id in entries
+        ],
+    )
 
 
 async def history_page(
@@ -180,3 +194,46 @@ async def history_page(
 
 def parse_time(value: str | datetime) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+async def get_many(uow: UnitOfWork, tenant_id: str, customer_ids: Sequence[str]) -> list[Any]:
+    if not customer_ids:
+        return []
+    return list(
+        await uow.fetch_all(
+            sa.select(customers).where(
+                customers.c.tenant_id == tenant_id, customers.c.id.in_(set(customer_ids))
+            )
+        )
+    )
+
+
+async def lock_with_credit(
+    uow: UnitOfWork, tenant_id: str, customer_ids: Sequence[str]
+) -> list[Any]:
+    """Lock those of the customers that hold credit (in id order, so batches never deadlock)."""
+    return list(
+        await uow.fetch_all(
+            sa.select(customers)
+            .where(
+                customers.c.tenant_id == tenant_id,
+                customers.c.id.in_(set(customer_ids)),
+                customers.c.balance > 0,
+            )
+            .order_by(customers.c.id)
+            .with_for_update()
+        )
+    )
+
+
+async def balance_transactions_by_sources(
+    uow: UnitOfWork, tenant_id: str, type_: str, source_ids: Sequence[str]
+) -> dict[str, Any]:
+    rows = await uow.fetch_all(
+        sa.select(balance_transactions).where(
+            balance_transactions.c.tenant_id == tenant_id,
+            balance_transactions.c.type == type_,
+            balance_transactions.c.source_id.in_(set(source_ids)),
+        )
+    )
+    return {row.source_id: row for row in rows}

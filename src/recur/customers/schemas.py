@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -71,7 +72,7 @@ class Customer(BaseModel):
     created: datetime
 
 
-CreditType = Literal["manual", "proration", "applied_to_order"]
+CreditType = Literal["manual", "proration", "applied_to_order", "unapplied_from_order"]
 
 
 class CreditCreate(BaseModel):
@@ -105,3 +106,13 @@ class BillingHistoryEntry(BaseModel):
     order_id: str | None
     created: datetime
     updated: datetime
+
+
+@dataclass(frozen=True)
+class CreditRequest:
+    """Spend up to `max_amount` of a customer's credit on an order (the batch form)."""
+
+    customer_id: str
+    order_id: str
+    currency: str
+    max_amount: int

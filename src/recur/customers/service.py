@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from recur.customers import repository as repo
@@ -89,6 +90,15 @@ async def get_customer(rt: Runtime, tenant_id: str, customer_id: str) -> Custome
     """One customer of the tenant; NotFound for any other id."""
     async with rt.uow() as uow:
         return await _load(uow, tenant_id, customer_id)
+
+
+async def get_customers(
+    rt: Runtime, tenant_id: str, customer_ids: Sequence[str]
+) -> dict[str, Customer]:
+    """The tenant's customers of these ids that exist, by id."""
+    async with rt.uow() as uow:
+        rows = await repo.get_many(uow, tenant_id, customer_ids)
+    return {row.id: repo.to_customer(row) for row in rows}
 
 
 async def get_customer_by_number(rt: Runtime, tenant_id: str, number: int) -> Customer:

@@ -194,11 +194,19 @@ async def next_number(uow: UnitOfWork, table: sa.Table, tenant_id: str, name: st
     The counter row stays locked until the transaction ends, and a rollback takes the number
     back, so numbers have no gaps: what invoices and customer numbers need.
     """
-    stmt = upsert(uow.conn, table).values(tenant_id=tenant_id, name=name, value=1)
+    return (await next_numbers(uow, table, tenant_id, name, 1))[0]
+
+
+async def next_numbers(
+    uow: UnitOfWork, table: sa.Table, tenant_id: str, name: str, count: int
+) -> range:
+    """The next `count` numbers of a gapless per-tenant sequence, taken at once."""
+    stmt = upsert(uow.conn, table).values(tenant_id=tenant_id, name=name, value=count)
     stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.tenant_id, table.c.name], set_={"value": table.c.value + 1}
+        index_elements=[table.c.tenant_id, table.c.name], set_={"value": table.c.value + count}
     ).returning(table.c.value)
-    return int((await uow.execute(stmt)).scalar_one())
+    last = int((await uow.execute(stmt)).scalar_one())
+    return range(last - count + 1, last + 1)
 
 
 async def claim_leased(

@@ -6,6 +6,11 @@ unit of work hands the events to the bus, which delivers each one to every consu
 own transaction. A consumer first records the event id in its service's inbox table, so an event
 delivered twice (after a crash, or by the sweeper) is applied once.
 
+Delivery works in batches, as the bill run makes events by the thousand: each consumer takes the
+events of a batch in one transaction (a consumer with a batch handler applies them in a few
+statements). When that transaction fails, the consumer takes them again one at a time, so one
+bad event holds back no other.
+
 A consumer that fails leaves the event undelivered; `EventBus.redeliver_pending` (run on a
 schedule by the server) tries again. Nothing is dropped and nothing is logged-and-forgotten.
 """
@@ -42,6 +47,10 @@ class Event:
 
 
 Handler = Callable[["UnitOfWork", Event], Awaitable[None]]
+BatchHandler = Callable[["UnitOfWork", list[Event]], Awaitable[None]]
+
+# Events per delivery transaction (and per multi-row statement: SQLite allows 32766 variables).
+DELIVERY_CHUNK = 1000
 
 
 def outbox_table(metadata: sa.MetaData, service: str) -> sa.Table:
@@ -87,12 +96,39 @@ class Outbox:
         uow.pending_events.append(event)
         return event
 
+    async def record_many(
+        self, uow: UnitOfWork, items: list[tuple[str, str, dict[str, Any]]], at: datetime
+    ) -> list[Event]:
+        """Write many events, each (tenant_id, type, payload), in one statement."""
+        events = [
+            Event(new_id("evt"), self.service, tenant_id, type, payload, at)
+            for tenant_id, type, payload in items
+        ]
+        if events:
+            await uow.execute(
+                sa.insert(self.table),
+                [
+                    {
+                        "id": e.id,
+                        "tenant_id": e.tenant_id,
+                        "type": e.type,
+                        "payload": e.payload,
+                        "created": at,
+                    }
+                    for e in events
+                ],
+            )
+            uow.pending_events.extend(events)
+        return events
 
-@dataclass
+
+@dataclass(frozen=True)
 class Consumer:
     service: str
     inbox: sa.Table
     handler: Handler
+    # Applies a list of events at once; without one, `handler` takes them one by one.
+    batch_handler: BatchHandler | None = None
 
 
 @dataclass
@@ -107,46 +143,84 @@ class EventBus:
     def add_outbox(self, outbox: Outbox) -> None:
         self.outboxes[outbox.service] = outbox
 
-    def subscribe(self, event_type: str, service: str, inbox: sa.Table, handler: Handler) -> None:
-        self.consumers[event_type].append(Consumer(service, inbox, handler))
+    def subscribe(
+        self,
+        event_type: str,
+        service: str,
+        inbox: sa.Table,
+        handler: Handler,
+        *,
+        batch_handler: BatchHandler | None = None,
+    ) -> None:
+        self.consumers[event_type].append(Consumer(service, inbox, handler, batch_handler))
 
     async def deliver(self, events: list[Event]) -> None:
-        """Deliver each event to its consumers, then mark it delivered in its outbox."""
+        """Deliver events to their consumers, then mark those every consumer took delivered."""
+        for start in range(0, len(events), DELIVERY_CHUNK):
+            chunk = events[start : start + DELIVERY_CHUNK]
+            # One handler may take several event types (all of an order's, say); its consumers
+            # compare equal, so it takes all of them in one transaction, in the order they
+            # happened.
+            takes: dict[Consumer, list[Event]] = {}
+            for event in chunk:
+                for consumer in self.consumers.get(event.type, []):
+                    takes.setdefault(consumer, []).append(event)
+            failed: set[str] = set()
+            for consumer, taken in takes.items():
+                failed |= await self._deliver_to(consumer, taken)
+            await self._mark_delivered([event for event in chunk if event.id not in failed])
+
+    async def _deliver_to(self, consumer: Consumer, events: list[Event]) -> set[str]:
+        """Apply events in one transaction; the ids of those that could not be applied."""
+        from recur.kit.db import UnitOfWork
+
+        try:
+            async with UnitOfWork(self.db, self) as uow:
+                fresh = await self._take(uow, consumer.inbox, events)
+                if consumer.batch_handler is not None and len(fresh) > 1:
+                    await consumer.batch_handler(uow, fresh)
+                else:
+                    for event in fresh:
+                        await consumer.handler(uow, event)
+                await uow.commit()
+            return set()
+        except Exception:
+            if len(events) > 1:
+                # Left undelivered by none but the bad ones: take them again one at a time.
+                failed: set[str] = set()
+                for event in events:
+                    failed |= await self._deliver_to(consumer, [event])
+                return failed
+            # Left undelivered: the sweeper delivers it again, and the inbox keeps the
+            # consumers that did apply it from applying it twice.
+            event = events[0]
+            log.exception("consumer %s failed on %s %s", consumer.service, event.type, event.id)
+            return {event.id}
+
+    async def _take(self, uow: UnitOfWork, inbox: sa.Table, events: list[Event]) -> list[Event]:
+        """Record the events in the consumer's inbox; those it had not received before."""
+        received = self.clock.now()
+        stmt = insert_ignoring_conflicts(uow.conn, inbox).returning(inbox.c.event_id)
+        rows = [{"event_id": event.id, "received_at": received} for event in events]
+        new = set((await uow.execute(stmt, rows)).scalars())
+        return [event for event in events if event.id in new]
+
+    async def _mark_delivered(self, events: list[Event]) -> None:
+        from recur.kit.db import UnitOfWork
+
+        by_service: dict[str, list[str]] = defaultdict(list)
         for event in events:
-            if await self._deliver_one(event):
-                await self._mark_delivered(event)
-
-    async def _deliver_one(self, event: Event) -> bool:
-        from recur.kit.db import UnitOfWork
-
-        all_applied = True
-        for consumer in self.consumers.get(event.type, []):
-            try:
-                async with UnitOfWork(self.db, self) as uow:
-                    inserted = await uow.execute(
-                        insert_ignoring_conflicts(uow.conn, consumer.inbox).values(
-                            event_id=event.id, received_at=self.clock.now()
-                        )
-                    )
-                    if inserted.rowcount == 0:
-                        continue  # applied before
-                    await consumer.handler(uow, event)
-                    await uow.commit()
-            except Exception:
-                # Left undelivered: the sweeper delivers it again, and the inbox keeps the
-                # consumers that did apply it from applying it twice.
-                log.exception("consumer %s failed on %s %s", consumer.service, event.type, event.id)
-                all_applied = False
-        return all_applied
-
-    async def _mark_delivered(self, event: Event) -> None:
-        from recur.kit.db import UnitOfWork
-
-        table = self.outboxes[event.service].table
+            by_service[event.service].append(event.id)
+        if not by_service:
+            return
         async with UnitOfWork(self.db) as uow:
-            await uow.execute(
-                sa.update(table).where(table.c.id == event.id).values(delivered_at=self.clock.now())
-            )
+            for service, ids in by_service.items():
+                table = self.outboxes[service].table
+                await uow.execute(
+                    sa.update(table)
+                    .where(table.c.id.in_(ids))
+                    .values(delivered_at=self.clock.now())
+                )
             await uow.commit()
 
     async def redeliver_pending(self, older_than: timedelta = timedelta(seconds=5)) -> int:

@@ -57,6 +57,47 @@ def check_balanced(lines: list[Line]) -> None:
         raise UnbalancedTransaction("debits and credits differ")
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One ledger transaction, for `post_many`."""
+
+    tenant_id: str
+    kind: str
+    source_id: str
+    customer_id: str | None
+    currency: str
+    lines: list[Line]
+
+
+def _rows(entry: Entry, at: datetime) -> list[dict[str, object]]:
+    check_balanced(entry.lines)
+    transaction_id = new_id("ltx")
+    return [
+        {
+            "id": new_id("led"),
+            "tenant_id": entry.tenant_id,
+            "transaction_id": transaction_id,
+            "kind": entry.kind,
+            "source_id": entry.source_id,
+            "customer_id": entry.customer_id,
+            "account": line.account,
+            "debit": line.debit,
+            "credit": line.credit,
+            "currency": entry.currency,
+            "created": at,
+        }
+        for line in entry.lines
+        if line.debit or line.credit
+    ]
+
+
+async def post_many(uow: UnitOfWork, table: sa.Table, entries: list[Entry], at: datetime) -> None:
+    """Write many balanced transactions in one statement (the bill run's batches)."""
+    rows = [row for entry in entries for row in _rows(entry, at)]
+    if rows:
+        await uow.execute(sa.insert(table), rows)
+
+
 async def post(
     uow: UnitOfWork,
     table: sa.Table,
@@ -68,27 +109,8 @@ async def post(
     currency: str,
     lines: list[Line],
     at: datetime,
-) -> str:
+) -> None:
     """Write one balanced transaction in the current unit of work; lines of 0 are left out."""
-    check_balanced(lines)
-    transaction_id = new_id("ltx")
-    rows = [
-        {
-            "id": new_id("led"),
-            "tenant_id": tenant_id,
-            "transaction_id": transaction_id,
-            "kind": kind,
-            "source_id": source_id,
-            "customer_id": customer_id,
-            "account": line.account,
-            "debit": line.debit,
-            "credit": line.credit,
-            "currency": currency,
-            "created": at,
-        }
-        for line in lines
-        if line.debit or line.credit
-    ]
-    if rows:
-        await uow.execute(sa.insert(table), rows)
-    return transaction_id
+    await post_many(
+        uow, table, [Entry(tenant_id, kind, source_id, customer_id, currency, lines)], at
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from recur.orders.schemas import Order, SubscriptionOrderDraft
@@ -12,10 +13,15 @@ class OrdersClient(Protocol):
         """The order; NotFound when it is not this tenant's."""
         ...
 
-    async def create_subscription_order(
-        self, tenant_id: str, draft: SubscriptionOrderDraft
-    ) -> Order:
-        """Create and finalize the order of one subscription period.
+    async def get_many(self, tenant_id: str, order_ids: Sequence[str]) -> dict[str, Order]:
+        """The tenant's orders of these ids, by id; ids of no order of its are left out."""
+        ...
+
+    async def create_subscription_orders(
+        self, tenant_id: str, drafts: Sequence[SubscriptionOrderDraft]
+    ) -> list[Order]:
+        """Create and finalize the orders of subscription periods, in one batch, and pay what
+        the customers' credit can. In the order of `drafts`.
 
         Idempotent by (subscription_id, period_start): asking again returns the first order.
         """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from recur.kit.events import Event, EventBus
-from recur.orders import service
+from recur.orders import batch, service
 from recur.orders.tables import inbox
 from recur.payments.schemas import DunningExhausted
 
@@ -26,5 +26,10 @@ def subscribe(bus: EventBus, rt: Runtime) -> None:
             uow, event.tenant_id, exhausted.order_id, rt.clock.now()
         )
 
-    bus.subscribe("payment.succeeded", "orders", inbox, record_payment)
+    async def record_payments(uow: UnitOfWork, events: list[Event]) -> None:
+        await batch.apply_payments(uow, events, rt.clock.now())
+
+    bus.subscribe(
+        "payment.succeeded", "orders", inbox, record_payment, batch_handler=record_payments
+    )
     bus.subscribe("dunning.exhausted", "orders", inbox, write_off_after_dunning)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from recur.orders import service
+from recur.orders import batch, service
 from recur.orders.schemas import Order, SubscriptionOrderDraft
 
 if TYPE_CHECKING:
@@ -18,7 +19,10 @@ class LocalOrdersClient:
     async def get(self, tenant_id: str, order_id: str) -> Order:
         return await service.get_order(self._rt, tenant_id, order_id)
 
-    async def create_subscription_order(
-        self, tenant_id: str, draft: SubscriptionOrderDraft
-    ) -> Order:
-        return await service.create_subscription_order(self._rt, tenant_id, draft)
+    async def get_many(self, tenant_id: str, order_ids: Sequence[str]) -> dict[str, Order]:
+        return await batch.get_many(self._rt, tenant_id, order_ids)
+
+    async def create_subscription_orders(
+        self, tenant_id: str, drafts: Sequence[SubscriptionOrderDraft]
+    ) -> list[Order]:
+        return await batch.create_subscription_orders(self._rt, tenant_id, drafts)

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from recur.kit.db import UnitOfWork, insert_ignoring_conflicts, next_number
+from recur.kit.db import UnitOfWork, insert_ignoring_conflicts, next_number, next_numbers
 from recur.kit.pagination import fetch_page
 from recur.orders.schemas import Order, OrderDiscount, OrderLine, OrderTaxAmount
 from recur.orders.tables import counters, order_lines, orders
@@ -76,16 +76,6 @@ async def insert(uow: UnitOfWork, values: dict[str, Any]) -> None:
     await uow.execute(sa.insert(orders).values(**values))
 
 
-async def insert_if_absent(uow: UnitOfWork, values: dict[str, Any]) -> bool:
-    """Insert the order unless one holds its unique keys already; whether it was inserted.
-
-    A concurrent insert of the same subscription period waits for the first transaction and
-    then does nothing, rather than failing with an IntegrityError.
-    """
-    result = await uow.execute(insert_ignoring_conflicts(uow.conn, orders).values(**values))
-    return result.rowcount == 1
-
-
 async def insert_lines(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
     await uow.execute(sa.insert(order_lines), rows)
 
@@ -96,18 +86,6 @@ async def get(uow: UnitOfWork, tenant_id: str, order_id: str, *, for_update: boo
         # Row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes writers.
         stmt = stmt.with_for_update()
     return await uow.fetch_one(stmt)
-
-
-async def get_by_period(
-    uow: UnitOfWork, tenant_id: str, subscription_id: str, period_start: datetime
-) -> Any:
-    return await uow.fetch_one(
-        sa.select(orders).where(
-            orders.c.tenant_id == tenant_id,
-            orders.c.subscription_id == subscription_id,
-            orders.c.period_start == period_start,
-        )
-    )
 
 
 async def lines_of(
@@ -153,3 +131,41 @@ async def page(
     if status is not None:
         stmt = stmt.where(orders.c.status == status)
     return await fetch_page(uow, stmt, orders.c.id, limit, starting_after)
+
+
+async def get_many(uow: UnitOfWork, tenant_id: str, order_ids: Sequence[str]) -> list[Any]:
+    if not order_ids:
+        return []
+    return list(
+        await uow.fetch_all(
+            sa.select(orders).where(orders.c.tenant_id == tenant_id, orders.c.id.in_(order_ids))
+        )
+    )
+
+
+async def by_periods(
+    uow: UnitOfWork, tenant_id: str, keys: Sequence[tuple[str, datetime]]
+) -> dict[tuple[str, datetime], Any]:
+    """The orders of these (subscription, period start) pairs that exist, by pair."""
+    if not keys:
+        return {}
+    rows = await uow.fetch_all(
+        sa.select(orders).where(
+            orders.c.tenant_id == tenant_id,
+            orders.c.subscription_id.in_({subscription_id for subscription_id, _ in keys}),
+            orders.c.period_start.in_({start for _, start in keys}),
+        )
+    )
+    wanted = set(keys)
+    return {key: row for row in rows if (key := (row.subscription_id, row.period_start)) in wanted}
+
+
+async def insert_many_if_absent(uow: UnitOfWork, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert orders, skipping any whose unique keys exist; the ids of those inserted."""
+    # Executed for many rows (SQLAlchemy batches them into multi-row statements, compiled once).
+    stmt = insert_ignoring_conflicts(uow.conn, orders).returning(orders.c.id)
+    return set((await uow.execute(stmt, rows)).scalars())
+
+
+async def next_order_numbers(uow: UnitOfWork, tenant_id: str, count: int) -> range:
+    return await next_numbers(uow, counters, tenant_id, "order", count)

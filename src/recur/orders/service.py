@@ -23,7 +23,6 @@ from recur.orders.schemas import (
     OrderCreate,
     OrderStatus,
     OrderTaxRate,
-    SubscriptionOrderDraft,
 )
 from recur.orders.tables import ledger as order_ledger
 from recur.orders.tables import outbox
@@ -39,7 +38,7 @@ log = logging.getLogger("recur.orders")
 OUTBOX = Outbox("orders", outbox)
 
 
-def _currency(code: str) -> str:
+def check_currency(code: str) -> str:
     try:
         return normalize_currency(code)
     except CurrencyError as exc:
@@ -62,7 +61,7 @@ async def _record(
     await OUTBOX.record(uow, tenant_id, event_type, order.model_dump(mode="json"), at)
 
 
-def _line_rows(
+def line_rows(
     tenant_id: str,
     order_id: str,
     currency: str,
@@ -94,7 +93,7 @@ def _line_rows(
     return rows
 
 
-def _totals(
+def order_totals(
     lines: Sequence[Any], discount: DiscountTerms | None, rates: Sequence[OrderTaxRate]
 ) -> Totals:
     return compute_totals(
@@ -104,7 +103,7 @@ def _totals(
     )
 
 
-def _adjustment_values(
+def adjustment_values(
     totals: Totals, discount: DiscountTerms | None, rates: Sequence[OrderTaxRate]
 ) -> dict[str, Any]:
     """The order's discount and tax columns."""
@@ -179,6 +178,36 @@ async def _post(
     )
 
 
+def finalized_entry(tenant_id: str, order: Order) -> ledger.Entry:
+    """Finalized, the order is owed: revenue net of discount, and the tax collected for others."""
+    return ledger.Entry(
+        tenant_id,
+        "order_finalized",
+        order.id,
+        order.customer_id,
+        order.currency,
+        [
+            ledger.Line("accounts_receivable", debit=order.total),
+            ledger.Line("revenue", credit=order.total - order.tax),
+            ledger.Line("tax_payable", credit=order.tax),
+        ],
+    )
+
+
+def payment_applied_entry(
+    tenant_id: str, order: Order, received: int, settles: str = "accounts_receivable"
+) -> ledger.Entry:
+    """A payment settles what the order is owed (on a written-off order, it recovers bad debt)."""
+    return ledger.Entry(
+        tenant_id,
+        "payment_applied",
+        order.id,
+        order.customer_id,
+        order.currency,
+        [ledger.Line("payments_clearing", debit=received), ledger.Line(settles, credit=received)],
+    )
+
+
 async def _finalize(uow: UnitOfWork, tenant_id: str, order_id: str, now: datetime) -> Order:
     """Number a locked draft and open it; one with nothing due is paid at once, as Stripe does."""
     row = await repo.get(uow, tenant_id, order_id)
@@ -195,19 +224,7 @@ async def _finalize(uow: UnitOfWork, tenant_id: str, order_id: str, now: datetim
         values.update(status="paid", paid_at=now)
     await repo.update(uow, tenant_id, order_id, values)
     order = await _load(uow, tenant_id, order_id)
-    # Finalized, the order is owed: revenue net of discount, and the tax collected for others.
-    await _post(
-        uow,
-        tenant_id,
-        order,
-        "order_finalized",
-        [
-            ledger.Line("accounts_receivable", debit=order.total),
-            ledger.Line("revenue", credit=order.total - order.tax),
-            ledger.Line("tax_payable", credit=order.tax),
-        ],
-        now,
-    )
+    await ledger.post_many(uow, order_ledger, [finalized_entry(tenant_id, order)], now)
     # Both events carry the order as it is now, so a late redelivery of the first cannot
     # show a paid order as open in a read model.
     await _record(uow, tenant_id, "order.finalized", order, now)
@@ -230,14 +247,27 @@ async def apply_customer_credit(rt: Runtime, tenant_id: str, order: Order) -> Or
     )
     if applied == 0:
         return order
+    return await record_credit_applied(rt, tenant_id, order, applied)
+
+
+async def record_credit_applied(rt: Runtime, tenant_id: str, order: Order, applied: int) -> Order:
+    """The orders side of credit the customers service spent on an order (once per order)."""
     now = rt.clock.now()
     async with rt.uow() as uow:
         row = await repo.get(uow, tenant_id, order.id, for_update=True)
         assert row is not None
         if row.credit_applied:
             return await _load(uow, tenant_id, order.id)
+        if row.status != "open":
+            # Voided or paid another way while the credit was being spent: it goes back to the
+            # customer (a void's `order.voided` gives it back too; it is given back once).
+            customer_id, order_id = row.customer_id, row.id
+            uow.after_commit(lambda: rt.customers.unapply_credit(tenant_id, customer_id, order_id))
+            order = await _load(uow, tenant_id, order.id)
+            await uow.commit()
+            return order
         values: dict[str, Any] = {"credit_applied": applied, "updated": now}
-        paid = row.status == "open" and row.amount_paid + applied >= row.total
+        paid = row.amount_paid + applied >= row.total
         if paid:
             values.update(status="paid", paid_at=now)
         await repo.update(uow, tenant_id, order.id, values)
@@ -270,7 +300,7 @@ async def create_order(rt: Runtime, tenant_id: str, params: OrderCreate) -> Orde
     except NotFound as exc:
         raise NotFound(f"no such customer: {params.customer_id}", param="customer_id") from exc
     if params.currency is not None:
-        currency = _currency(params.currency)
+        currency = check_currency(params.currency)
     elif customer.currency is not None:
         currency = customer.currency
     else:
@@ -279,14 +309,14 @@ async def create_order(rt: Runtime, tenant_id: str, params: OrderCreate) -> Orde
         )
     rates = await _customer_tax_rates(rt, tenant_id, customer)
     # Checked before a coupon is redeemed: a discount only ever lowers the totals.
-    totals = _totals(params.lines, None, rates)
+    totals = order_totals(params.lines, None, rates)
     order_id = new_id("ord")
     discount = None
     if params.coupon_id is not None:
         discount = await _redeem_coupon(
             rt, tenant_id, customer, params.coupon_id, currency, order_id
         )
-        totals = _totals(params.lines, discount, rates)
+        totals = order_totals(params.lines, discount, rates)
     try:
         if customer.currency != currency:
             # Before our own transaction: the customers service commits in its own.
@@ -304,7 +334,7 @@ async def create_order(rt: Runtime, tenant_id: str, params: OrderCreate) -> Orde
                     "status": "draft",
                     "currency": currency,
                     "subtotal": totals.subtotal,
-                    **_adjustment_values(totals, discount, rates),
+                    **adjustment_values(totals, discount, rates),
                     "total": totals.total,
                     "amount_paid": 0,
                     "period_start": None,
@@ -315,7 +345,7 @@ async def create_order(rt: Runtime, tenant_id: str, params: OrderCreate) -> Orde
                 },
             )
             await repo.insert_lines(
-                uow, _line_rows(tenant_id, order_id, currency, "one_off", params.lines, totals)
+                uow, line_rows(tenant_id, order_id, currency, "one_off", params.lines, totals)
             )
             if params.auto_finalize:
                 order = await _finalize(uow, tenant_id, order_id, now)
@@ -328,78 +358,6 @@ async def create_order(rt: Runtime, tenant_id: str, params: OrderCreate) -> Orde
             await rt.subscriptions.release_coupon(tenant_id, discount.coupon_id, order_id)
         raise
     return await apply_customer_credit(rt, tenant_id, order)
-
-
-async def create_subscription_order(
-    rt: Runtime, tenant_id: str, draft: SubscriptionOrderDraft
-) -> Order:
-    """Create and finalize the order of one subscription period, for the billing engine, and
-    pay what it can from the customer's credit. Idempotent by (subscription_id, period_start).
-    """
-    order = await _create_subscription_order(rt, tenant_id, draft)
-    return await apply_customer_credit(rt, tenant_id, order)
-
-
-async def _create_subscription_order(
-    rt: Runtime, tenant_id: str, draft: SubscriptionOrderDraft
-) -> Order:
-    """Create and finalize the order of one subscription period, for the billing engine.
-
-    Idempotent by (subscription_id, period_start): when that order exists, it is returned
-    unchanged, whether it was made by an earlier run or by a concurrent one.
-    """
-    currency = _currency(draft.currency)
-    totals = _totals(draft.lines, draft.discount, draft.tax_rates)
-    period_start, period_end = ensure_utc(draft.period_start), ensure_utc(draft.period_end)
-    now = rt.clock.now()
-    async with rt.uow() as uow:
-        existing = await repo.get_by_period(uow, tenant_id, draft.subscription_id, period_start)
-        if existing is not None:
-            return await _load(uow, tenant_id, existing.id)
-        order_id = new_id("ord")
-        inserted = await repo.insert_if_absent(
-            uow,
-            {
-                "id": order_id,
-                "tenant_id": tenant_id,
-                "customer_id": draft.customer_id,
-                "subscription_id": draft.subscription_id,
-                "number": None,
-                "status": "draft",
-                "currency": currency,
-                "subtotal": totals.subtotal,
-                **_adjustment_values(totals, draft.discount, draft.tax_rates),
-                "total": totals.total,
-                "amount_paid": 0,
-                "period_start": period_start,
-                "period_end": period_end,
-                "description": draft.description,
-                "created": now,
-                "updated": now,
-            },
-        )
-        if not inserted:
-            # A concurrent run made this period's order and committed while we waited on
-            # its unique key (ON CONFLICT DO NOTHING, so no IntegrityError aborts us): that
-            # order is the answer. Nothing of ours is written; the uow rolls back.
-            existing = await repo.get_by_period(uow, tenant_id, draft.subscription_id, period_start)
-            assert existing is not None
-            return await _load(uow, tenant_id, existing.id)
-        await repo.insert_lines(
-            uow,
-            _line_rows(
-                tenant_id,
-                order_id,
-                currency,
-                "subscription",
-                draft.lines,
-                totals,
-                (period_start, period_end),
-            ),
-        )
-        order = await _finalize(uow, tenant_id, order_id, now)
-        await uow.commit()
-    return order
 
 
 async def get_order(rt: Runtime, tenant_id: str, order_id: str) -> Order:
@@ -444,7 +402,11 @@ async def finalize_order(rt: Runtime, tenant_id: str, order_id: str) -> Order:
 
 
 async def void_order(rt: Runtime, tenant_id: str, order_id: str) -> Order:
-    """Cancel a draft or open order nothing was paid on; Conflict otherwise."""
+    """Cancel a draft or open order nothing was paid on; Conflict otherwise.
+
+    An open order's finalization is reversed in the ledger. Credit applied to it goes back to
+    the customer's balance: the customers service does that on `order.voided`, once.
+    """
     now = rt.clock.now()
     async with rt.uow() as uow:
         order = await _load(uow, tenant_id, order_id, for_update=True)
@@ -452,6 +414,21 @@ async def void_order(rt: Runtime, tenant_id: str, order_id: str) -> Order:
             raise Conflict(f"a {order.status} order cannot be voided")
         if order.amount_paid != 0:
             raise Conflict("an order with payments cannot be voided; refund them first")
+        if order.status == "open":
+            # Owed no more: revenue and tax are given up, and the credit applied is unapplied.
+            await _post(
+                uow,
+                tenant_id,
+                order,
+                "order_voided",
+                [
+                    ledger.Line("revenue", debit=order.total - order.tax),
+                    ledger.Line("tax_payable", debit=order.tax),
+                    ledger.Line("customer_credit_applied", credit=order.credit_applied),
+                    ledger.Line("accounts_receivable", credit=order.total - order.credit_applied),
+                ],
+                now,
+            )
         await repo.update(
             uow, tenant_id, order_id, {"status": "void", "voided_at": now, "updated": now}
         )
@@ -548,17 +525,9 @@ async def apply_payment(
         values.update(status="paid", paid_at=now)
     await repo.update(uow, tenant_id, order_id, values)
     order = await _load(uow, tenant_id, order_id)
-    received = paid - row.amount_paid
-    # A payment settles what the order is owed; on a written-off order it recovers bad debt.
     settles = "bad_debt" if row.status == "uncollectible" else "accounts_receivable"
-    await _post(
-        uow,
-        tenant_id,
-        order,
-        "payment_applied",
-        [ledger.Line("payments_clearing", debit=received), ledger.Line(settles, credit=received)],
-        now,
-    )
+    entry = payment_applied_entry(tenant_id, order, paid - row.amount_paid, settles)
+    await ledger.post_many(uow, order_ledger, [entry], now)
     if newly_paid:
         await _record(uow, tenant_id, "order.paid", order, now)
     return order

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from recur.payments.schemas import DunningRunResult, Payment, PaymentMethod
+from recur.payments.schemas import DunningRunResult, OrderCharge, Payment, PaymentMethod
 
 
 class PaymentsClient(Protocol):
@@ -16,6 +17,11 @@ class PaymentsClient(Protocol):
         Raises InvalidRequest with code `no_payment_method` when the customer has none, and
         Conflict when nothing is due on the order.
         """
+        ...
+
+    async def charge_orders(self, tenant_id: str, order_ids: Sequence[str]) -> list[OrderCharge]:
+        """Charge many orders at once (the bill run's batches), each with its customer's default
+        payment method; one answer per order, in the order given (see OrderCharge)."""
         ...
 
     async def get_payment_method(self, tenant_id: str, payment_method_id: str) -> PaymentMethod:

@@ -125,6 +125,18 @@ async def open_after_failure(
         await uow.commit()
     if opened:
         log.info("dunning opened for order %s", order_id)
+        # Canceled since we looked: its `subscription.canceled` closed the records there were
+        # then, not this one, and a canceled subscription gets no dunning.
+        subscription = await rt.subscriptions.get_subscription(tenant_id, subscription_id)
+        if subscription.status in NO_DUNNING:
+            async with rt.uow() as uow:
+                await repo.update_dunning(
+                    uow,
+                    tenant_id,
+                    order_id,
+                    {"status": "closed", "next_retry_at": None, "updated": rt.clock.now()},
+                )
+                await uow.commit()
 
 
 async def _close(rt: Runtime, row: Any, status: str) -> None:

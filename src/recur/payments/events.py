@@ -43,4 +43,19 @@ def subscribe(bus: EventBus, rt: Runtime) -> None:
         # Charging calls other services, which must not happen inside this transaction.
         uow.after_commit(retry)
 
+    async def stop_dunning_of_canceled(uow: UnitOfWork, event: Event) -> None:
+        """A subscription canceled (by hand, or at its period end) is charged no more: its
+        orders' retries stop. An order still open stays open, as Stripe leaves an invoice:
+        it can be paid by hand, voided or marked uncollectible. Canceled by dunning itself
+        (`payment_failed`), its other unpaid orders run out their own retries as before."""
+        subscription = event.payload
+        if subscription.get("cancellation_reason") == "payment_failed":
+            return
+        closed = await repo.close_dunning_of_subscription(
+            uow, event.tenant_id, subscription["customer_id"], subscription["id"], rt.clock.now()
+        )
+        if closed:
+            log.info("dunning closed for canceled subscription %s", subscription["id"])
+
     bus.subscribe("customer.updated", "payments", inbox, retry_with_new_default)
+    bus.subscribe("subscription.canceled", "payments", inbox, stop_dunning_of_canceled)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from recur.payments import dunning, methods, service
-from recur.payments.schemas import DunningRunResult, Payment, PaymentMethod
+from recur.payments import batch, dunning, methods, service
+from recur.payments.schemas import DunningRunResult, OrderCharge, Payment, PaymentMethod
 
 if TYPE_CHECKING:
     from recur.runtime import Runtime
@@ -18,6 +19,9 @@ class LocalPaymentsClient:
 
     async def charge_order(self, tenant_id: str, order_id: str) -> Payment:
         return await service.charge_order(self._rt, tenant_id, order_id)
+
+    async def charge_orders(self, tenant_id: str, order_ids: Sequence[str]) -> list[OrderCharge]:
+        return await batch.charge_orders(self._rt, tenant_id, order_ids)
 
     async def get_payment_method(self, tenant_id: str, payment_method_id: str) -> PaymentMethod:
         return await methods.get_payment_method(self._rt, tenant_id, payment_method_id)

@@ -323,6 +323,23 @@ async def claim_dunning_for_new_card(
     return result.rowcount == 1
 
 
+async def close_dunning_of_subscription(
+    uow: UnitOfWork, tenant_id: str, customer_id: str, subscription_id: str, at: datetime
+) -> int:
+    """Close the subscription's open dunning records (no retry is due after this); how many."""
+    result = await uow.execute(
+        sa.update(payment_dunning)
+        .where(
+            payment_dunning.c.tenant_id == tenant_id,
+            payment_dunning.c.customer_id == customer_id,
+            payment_dunning.c.status == "open",
+            payment_dunning.c.subscription_id == subscription_id,
+        )
+        .values(status="closed", next_retry_at=None, claimed_until=None, updated=at)
+    )
+    return result.rowcount
+
+
 async def open_dunning_of_customer(
     uow: UnitOfWork, tenant_id: str, customer_id: str, *, not_tried_with: str | None = None
 ) -> Sequence[Any]:
@@ -352,3 +369,30 @@ async def next_dunning_due(
         )
     )
     return (await uow.execute(stmt)).scalar_one_or_none()
+
+
+async def get_payments(uow: UnitOfWork, tenant_id: str, payment_ids: Sequence[str]) -> list[Any]:
+    if not payment_ids:
+        return []
+    return list(
+        await uow.fetch_all(
+            sa.select(payments).where(
+                payments.c.tenant_id == tenant_id, payments.c.id.in_(payment_ids)
+            )
+        )
+    )
+
+
+async def lock_pending(uow: UnitOfWork, tenant_id: str, payment_ids: Sequence[str]) -> set[str]:
+    """Lock those of the payments that are still pending; their ids."""
+    rows = await uow.fetch_all(
+        sa.select(payments.c.id)
+        .where(
+            payments.c.tenant_id == tenant_id,
+            payments.c.id.in_(payment_ids),
+            payments.c.status == "pending",
+        )
+        .order_by(payments.c.id)
+        .with_for_update()
+    )
+    return {row.id for row in rows}

@@ -71,6 +71,19 @@ class Payment(BaseModel):
     created: datetime
 
 
+ChargeOutcome = Literal[
+    "succeeded", "failed", "no_payment_method", "paid", "not_payable", "in_progress"
+]
+
+
+class OrderCharge(BaseModel):
+    """The answer about one order of a batch charge (see PaymentsClient.charge_orders)."""
+
+    order_id: str
+    outcome: ChargeOutcome
+    payment: Payment | None = None
+
+
 class RefundCreate(BaseModel):
     payment_id: str = Field(max_length=64)
     amount: int | None = Field(

@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
-from recur.kit import ledger
 from recur.kit.errors import Conflict, InvalidRequest, NotFound
-from recur.kit.events import Outbox
 from recur.kit.ids import new_id
 from recur.kit.money import MAX_MINOR
 from recur.kit.pagination import Page, to_page
+from recur.payments import batch
 from recur.payments import repository as repo
 from recur.payments.checks import (
     _check_filters,
@@ -41,16 +40,13 @@ from recur.payments.checks import (
 from recur.payments.gateways import DEFAULT_GATEWAY, gateway_for
 from recur.payments.gateways.base import GatewayDecline
 from recur.payments.schemas import Payment, PaymentCreate
-from recur.payments.tables import ledger as payments_ledger
-from recur.payments.tables import outbox
+from recur.payments.tables import OUTBOX
 
 if TYPE_CHECKING:
     from recur.customers.schemas import Customer
     from recur.runtime import Runtime
 
 log = logging.getLogger("recur.payments")
-
-OUTBOX = Outbox("payments", outbox)
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,8 @@ async def _order_target(rt: Runtime, tenant_id: str, params: PaymentCreate) -> _
     order = await _order(rt, tenant_id, params.order_id)
     if params.customer_id is not None and params.customer_id != order.customer_id:
         raise InvalidRequest("the order belongs to another customer", param="customer_id")
-    if order.status != "open" or order.amount_due <= 0:
+    # An uncollectible order can still be paid, as Stripe allows: it recovers the bad debt.
+    if order.status not in ("open", "uncollectible") or order.amount_due <= 0:
         raise Conflict(
             f"order {order.id} is {order.status} with {order.amount_due} due: nothing to charge",
             param="order_id",
@@ -197,7 +194,7 @@ async def _charge(
         return payment
 
     assert source.token is not None
-    gateway = gateway_for(rt, source.gateway)
+    gateway_for(rt, source.gateway)  # an unknown gateway fails before anything is written
     try:
         async with rt.uow() as uow:
             await repo.insert_payment(uow, {**values, "status": "pending"})
@@ -213,47 +210,10 @@ async def _charge(
 
     # Outside any transaction: a slow gateway holds no lock. The payment id as idempotency key
     # makes a retry after a crash charge once.
-    result = await gateway.charge(
-        source.token, target.amount, target.currency, idempotency_key=payment_id
-    )
-    async with rt.uow() as uow:
-        await repo.settle_payment(
-            uow,
-            tenant_id,
-            payment_id,
-            {
-                "status": "succeeded" if result.succeeded else "failed",
-                "gateway_reference": result.reference,
-                "failure_code": None if result.succeeded else result.failure_code,
-                "failure_message": None if result.succeeded else result.failure_message,
-                "updated": rt.clock.now(),
-            },
-        )
-        payment = repo.to_payment(await repo.get_payment(uow, tenant_id, payment_id))
-        if payment.status == "succeeded":
-            # Money at the gateway, owed on to whatever the payment pays for.
-            await ledger.post(
-                uow,
-                payments_ledger,
-                tenant_id=tenant_id,
-                kind="payment",
-                source_id=payment.id,
-                customer_id=payment.customer_id,
-                currency=payment.currency,
-                lines=[
-                    ledger.Line(f"gateway_cash:{payment.gateway}", debit=payment.amount),
-                    ledger.Line("payments_clearing", credit=payment.amount),
-                ],
-                at=rt.clock.now(),
-            )
-        await OUTBOX.record(
-            uow,
-            tenant_id,
-            f"payment.{payment.status}",
-            payment.model_dump(mode="json"),
-            rt.clock.now(),
-        )
-        await uow.commit()
+    results = await batch.call_gateways(rt, [(values, source.gateway, source.token)])
+    settled = (await batch.settle(rt, tenant_id, results)).get(payment_id)
+    # None when settled meanwhile by someone else: theirs is the outcome.
+    payment = settled or await get_payment(rt, tenant_id, payment_id)
     log.info("payment %s %s %s", payment.id, payment.status, payment.failure_code or "")
     return payment
 
@@ -278,7 +238,7 @@ async def create_payment(rt: Runtime, tenant_id: str, params: PaymentCreate) -> 
         await rt.customers.adopt_currency(tenant_id, target.customer.id, target.currency)
     payment = await _charge(rt, tenant_id, target, source, description)
     if payment.status == "failed" and target.order_id and target.subscription_id:
-        await _start_dunning(
+        await start_dunning(
             rt,
             tenant_id,
             target.order_id,
@@ -290,7 +250,7 @@ async def create_payment(rt: Runtime, tenant_id: str, params: PaymentCreate) -> 
     return payment
 
 
-async def _start_dunning(
+async def start_dunning(
     rt: Runtime,
     tenant_id: str,
     order_id: str,
@@ -330,7 +290,7 @@ async def charge_order(rt: Runtime, tenant_id: str, order_id: str) -> Payment:
             # (at once when the customer adds a card).
             order = await rt.orders.get(tenant_id, order_id)
             if order.subscription_id is not None:
-                await _start_dunning(
+                await start_dunning(
                     rt, tenant_id, order.id, order.subscription_id, order.customer_id, None
                 )
         raise

@@ -1,7 +1,7 @@
 import sqlalchemy as sa
 
 from recur.kit.db import UTCDateTime
-from recur.kit.events import inbox_table, outbox_table
+from recur.kit.events import Outbox, inbox_table, outbox_table
 from recur.kit.ledger import ledger_table
 
 metadata = sa.MetaData(schema="payments")
@@ -110,5 +110,7 @@ payments_dunning_settings = sa.Table(
 )
 
 outbox = outbox_table(metadata, "payments")
+# Beside its table, so that every module of the service records events without import cycles.
+OUTBOX = Outbox("payments", outbox)
 ledger = ledger_table(metadata, "payments")
 inbox = inbox_table(metadata, "payments")

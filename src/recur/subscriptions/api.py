@@ -8,14 +8,18 @@ from fastapi import APIRouter, Query
 
 from recur.kit.http import RuntimeDep, TenantId
 from recur.kit.pagination import Limit, Page, StartingAfter
-from recur.subscriptions import catalog, lifecycle, service, test_clocks
+from recur.subscriptions import catalog, changes, lifecycle, service, test_clocks
 from recur.subscriptions.schemas import (
+    ChangeEffective,
+    ChangePreview,
     Plan,
     PlanCreate,
     Product,
     ProductCreate,
+    ProrationBehavior,
     Subscription,
     SubscriptionCancel,
+    SubscriptionChange,
     SubscriptionCreate,
     SubscriptionStatus,
     TestClock,
@@ -131,6 +135,43 @@ async def resume_subscription(
 ) -> Subscription:
     """Start a new period at once, charged at once."""
     return await lifecycle.resume_subscription(rt, tenant_id, subscription_id)
+
+
+@router.post("/{subscription_id}/change", response_model=Subscription)
+async def change_subscription(
+    subscription_id: str, params: SubscriptionChange, tenant_id: TenantId, rt: RuntimeDep
+) -> Subscription:
+    """Change the plan and/or quantity now, prorated as `proration_behavior` says, or at the
+    end of the current period (`effective: period_end`)."""
+    return await changes.change_subscription(rt, tenant_id, subscription_id, params)
+
+
+@router.get("/{subscription_id}/preview-change", response_model=ChangePreview)
+async def preview_change(
+    subscription_id: str,
+    tenant_id: TenantId,
+    rt: RuntimeDep,
+    plan_id: IdFilter = None,
+    quantity: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+    proration_behavior: ProrationBehavior = "create_prorations",
+    effective: ChangeEffective = "immediately",
+) -> ChangePreview:
+    """The lines the same change would make now, without making it."""
+    params = SubscriptionChange(
+        plan_id=plan_id,
+        quantity=quantity,
+        proration_behavior=proration_behavior,
+        effective=effective,
+    )
+    return await changes.preview_change(rt, tenant_id, subscription_id, params)
+
+
+@router.delete("/{subscription_id}/pending-change", response_model=Subscription)
+async def cancel_pending_change(
+    subscription_id: str, tenant_id: TenantId, rt: RuntimeDep
+) -> Subscription:
+    """Drop the change scheduled for the end of the current period."""
+    return await changes.cancel_pending_change(rt, tenant_id, subscription_id)
 
 
 @test_clock_router.post("", response_model=TestClock)

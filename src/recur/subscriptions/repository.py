@@ -16,6 +16,7 @@ from recur.subscriptions.tables import (
     coupons,
     plans,
     products,
+    subscription_pending_items,
     subscriptions,
     tax_rates,
     test_clocks,
@@ -255,3 +256,63 @@ async def tax_rates_by_id(
         )
     )
     return {row.id: row for row in rows}
+
+
+# --- pending proration items ---------------------------------------------------------------
+
+
+async def insert_pending_items(uow: UnitOfWork, items: Sequence[dict[str, Any]]) -> None:
+    if items:
+        await uow.execute(sa.insert(subscription_pending_items), list(items))
+
+
+async def claim_pending_items(
+    uow: UnitOfWork, periods: Sequence[tuple[str, str, datetime]]
+) -> None:
+    """Bill every unbilled item of each (tenant, subscription) on the period starting then."""
+    if not periods:
+        return
+    items = subscription_pending_items
+    await uow.execute(
+        sa.update(items)
+        .where(
+            items.c.tenant_id == sa.bindparam("t_id"),
+            items.c.subscription_id == sa.bindparam("s_id"),
+            items.c.billed_period_start.is_(None),
+        )
+        .values(billed_period_start=sa.bindparam("p_start")),
+        [{"t_id": t, "s_id": s, "p_start": p} for t, s, p in periods],
+    )
+
+
+async def items_billed_on(
+    uow: UnitOfWork, periods: Sequence[tuple[str, str, datetime]]
+) -> Sequence[Any]:
+    """The items billed on each (tenant, subscription, period start), oldest first."""
+    if not periods:
+        return []
+    items = subscription_pending_items
+    rows = await uow.fetch_all(
+        sa.select(items)
+        .where(
+            items.c.tenant_id.in_(sorted({t for t, _, _ in periods})),
+            items.c.subscription_id.in_(sorted({s for _, s, _ in periods})),
+            items.c.billed_period_start.in_(sorted({p for _, _, p in periods})),
+        )
+        .order_by(items.c.id)
+    )
+    wanted = set(periods)
+    return [r for r in rows if (r.tenant_id, r.subscription_id, r.billed_period_start) in wanted]
+
+
+async def last_billed_item_start(
+    uow: UnitOfWork, tenant_id: str, subscription_id: str, since: datetime
+) -> datetime | None:
+    """The latest period start an item of the subscription was billed at, from `since` on."""
+    items = subscription_pending_items
+    stmt = sa.select(sa.func.max(items.c.billed_period_start)).where(
+        items.c.tenant_id == tenant_id,
+        items.c.subscription_id == subscription_id,
+        items.c.billed_period_start >= since,
+    )
+    return (await uow.execute(stmt)).scalar_one_or_none()

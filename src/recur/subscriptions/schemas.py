@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, PlainSerializer
+from pydantic import AwareDatetime, BaseModel, Field, PlainSerializer, model_validator
 
 from recur.kit.money import MAX_MINOR
 from recur.subscriptions.periods import Interval
@@ -117,6 +117,58 @@ class SubscriptionCancel(BaseModel):
     )
 
 
+ProrationBehavior = Literal["create_prorations", "always_invoice", "none"]
+ChangeEffective = Literal["immediately", "period_end"]
+
+
+class SubscriptionChange(BaseModel):
+    plan_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The new plan: same currency and billing interval as the current one",
+    )
+    quantity: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
+    proration_behavior: ProrationBehavior = Field(
+        default="create_prorations",
+        description="create_prorations: credit the unused time and charge the rest of the "
+        "period at the new price on the next renewal order; always_invoice: order and charge "
+        "them now; none: no proration",
+    )
+    effective: ChangeEffective = Field(
+        default="immediately",
+        description="period_end: schedule the change for the end of the current period "
+        "(no proration), replacing any change scheduled before",
+    )
+
+
+class PendingChange(BaseModel):
+    plan_id: str
+    quantity: int
+    effective_at: datetime | None = Field(
+        default=None, description="When it applies: the end of the current period"
+    )
+
+
+class ChangePreviewLine(BaseModel):
+    description: str
+    amount: int = Field(description="Minor units; credits are negative")
+    period_start: datetime
+    period_end: datetime
+
+
+class ChangePreview(BaseModel):
+    object: Literal["subscription_change_preview"] = "subscription_change_preview"
+    subscription_id: str
+    plan_id: str
+    quantity: int
+    proration_behavior: ProrationBehavior
+    effective: ChangeEffective
+    proration_date: datetime = Field(description="The instant the change is prorated at")
+    currency: str
+    lines: list[ChangePreviewLine]
+    total: int = Field(description="The sum of the lines, before discount and tax")
+
+
 class Subscription(BaseModel):
     id: str
     object: Literal["subscription"] = "subscription"
@@ -140,8 +192,17 @@ class Subscription(BaseModel):
     discount_start: datetime | None = Field(
         default=None, description="When the coupon was applied; its duration counts from there"
     )
+    pending_change: PendingChange | None = Field(
+        default=None, description="A change scheduled for the end of the current period"
+    )
     metadata: Metadata
     created: datetime
+
+    @model_validator(mode="after")
+    def _pending_change_applies_at_period_end(self) -> Subscription:
+        if self.pending_change is not None:
+            self.pending_change.effective_at = self.current_period_end
+        return self
 
 
 class TestClockCreate(BaseModel):

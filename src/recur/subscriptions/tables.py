@@ -141,8 +141,46 @@ subscriptions = sa.Table(
     # coupon's months count from there.
     sa.Column("coupon_id", sa.String(40), sa.ForeignKey(coupons.c.id)),
     sa.Column("discount_start", UTCDateTime),
+    # A plan or quantity change scheduled for the end of the current period:
+    # {"plan_id", "quantity"}; SQL NULL when none. Applied when the next period begins.
+    sa.Column("pending_change", sa.JSON(none_as_null=True)),
+    # What was paid (before tax) for the current plan and quantity from `proration_basis_from`
+    # to the period's end, once a change within the period set it: the next change's credit
+    # for unused time is prorated from it. Null (or from an earlier period): the period's order.
+    sa.Column("proration_basis", sa.BigInteger),
+    sa.Column("proration_basis_from", UTCDateTime),
+    # An `always_invoice` change whose prorations are not yet ordered and charged (or, when
+    # they net to a credit, credited): its items are billed at this key. Settled right after
+    # the change commits; if the process dies first, by the subscription's next bill run.
+    sa.Column("pending_invoice_at", UTCDateTime),
     sa.Index("ix_subscriptions_tenant_id", "tenant_id", "id"),
     sa.Index("ix_subscriptions_due", "next_action_at", "test_clock_id"),
+)
+
+# Prorations of plan and quantity changes, signed (credits are negative). Those of a
+# `create_prorations` change wait unbilled until the next period begins: the transaction that
+# writes the pending period sets `billed_period_start` to it, and that period's order carries
+# them. Those of an `always_invoice` change are billed at once, at the subscription's
+# `pending_invoice_at`.
+subscription_pending_items = sa.Table(
+    "subscription_pending_items",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("subscription_id", sa.String(40), sa.ForeignKey(subscriptions.c.id), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("period_start", UTCDateTime, nullable=False),
+    sa.Column("period_end", UTCDateTime, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("billed_period_start", UTCDateTime),
+    sa.Index(
+        "ix_subscription_pending_items_billing",
+        "tenant_id",
+        "subscription_id",
+        "billed_period_start",
+    ),
 )
 
 outbox = outbox_table(metadata, "subscriptions")
