@@ -95,6 +95,60 @@ def test_unused_share_of_a_whole_amount_is_rounded_half_up(period, amount) -> No
     assert unused_share(amount, start, end, end) == 0
 
 
+@given(
+    period=instants(),
+    price=prices,
+    new_price=prices,
+    later=st.integers(min_value=0, max_value=10**18),
+)
+def test_a_change_then_a_cancel_settles_the_time_used_and_no_more(
+    period, price, new_price, later
+) -> None:
+    # A period paid in full at `price`, changed to `new_price` at `at`, canceled with
+    # proration at `end_at`: the change's lines and the cancel's credit, on the basis the
+    # change left (what it charged, from `at`).
+    start, end, at = period
+    end_at = at + timedelta(microseconds=later % ((end - at) // timedelta.resolution))
+    change = prorate_change(price, start, new_price, start, end, at)
+    cancel_credit = -unused_share(change.charge, at, end, end_at)
+    net = change.credit + change.charge + cancel_credit
+    # The new price for the time used after the change, less the old one's for all the time
+    # after it: within the three roundings of the exact amount.
+    exact = _exact(new_price, start, end, at) - _exact(new_price, start, end, end_at)
+    assert abs(net - (exact - _exact(price, start, end, at))) <= Fraction(3, 2)
+    # Never more credit than was paid for the time after the change, and a cancel at the
+    # change's instant credits exactly what a cancel alone would.
+    assert net >= change.credit
+    if end_at == at:
+        assert net == -unused_share(price, start, end, at)
+
+
+@given(
+    price=prices,
+    prorations=st.integers(min_value=-(10**15), max_value=10**15),
+    percent=st.integers(min_value=0, max_value=100),
+)
+def test_prorations_on_the_period_order_are_not_paid_for_the_period(
+    price, prorations, percent
+) -> None:
+    # A renewal order carrying an earlier period's prorations (taken to 0 at most, the rest
+    # moved to the balance), paid in full: the basis for the period is its price, after the
+    # order's percentage discount unless the credit's order takes it again.
+    subtotal = max(price + prorations, 0)
+    discount = subtotal * percent // 100
+    order = PeriodOrder(subtotal=subtotal, discount=discount, total=subtotal - discount, settled=0)
+    paid = PeriodOrder(order.subtotal, order.discount, order.total, settled=order.total)
+    assert paid_basis(price, paid, discounted_again=True) == price
+    if subtotal:
+        assert paid_basis(price, paid, discounted_again=False) == price * Fraction(
+            subtotal - discount, subtotal
+        )
+    else:
+        assert paid_basis(price, paid, discounted_again=False) == price
+    if order.total:
+        assert paid_basis(price, order, discounted_again=True) == 0
+
+
 @st.composite
 def period_orders(draw: st.DrawFn) -> PeriodOrder:
     subtotal = draw(st.integers(min_value=0, max_value=10**12))

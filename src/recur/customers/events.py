@@ -86,7 +86,10 @@ async def record_history(uow: UnitOfWork, event: Event) -> None:
 
 async def record_histories(uow: UnitOfWork, events: list[Event]) -> None:
     """The same for many events, in one statement (the bill run's batches)."""
-    await repo.record_history_many(uow, [_entry(event) for event in events])
+    # An object's later event in the batch carries its newer state (an order finalized, then
+    # paid): only that one is written, as the newest-wins upsert would leave it anyway.
+    latest = {entry[1].id: entry for entry in map(_entry, events)}
+    await repo.record_history_many(uow, list(latest.values()))
     for event in events:
         if event.type == "order.voided":
             # A void order owes nothing: the credit spent on it goes back to the customer,

@@ -7,6 +7,7 @@ across services for that reason.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -170,11 +171,54 @@ class UnitOfWork:
     async def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         return await self.conn.execute(statement, params)
 
+    async def insert_rows(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert many new rows. On PostgreSQL with COPY, which takes rows several times faster
+        than INSERT (the bill run writes tens of thousands a second); elsewhere executemany.
+        Every row must carry every column of `table`."""
+        if not rows:
+            return
+        if self.conn.dialect.name != "postgresql":
+            await self.execute(sa.insert(table), rows)
+            return
+        columns = [column.name for column in table.columns]
+        encoders = [_copy_encoder(column) for column in table.columns]
+        records = [
+            tuple(
+                value if encode is None or value is None else encode(value)
+                for value, encode in zip((row[c] for c in columns), encoders, strict=True)
+            )
+            for row in rows
+        ]
+        raw = await self.conn.get_raw_connection()
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            table.name, schema_name=table.schema, columns=columns, records=records
+        )
+
     async def fetch_one(self, statement: Any) -> sa.Row[Any] | None:
         return (await self.conn.execute(statement)).first()
 
     async def fetch_all(self, statement: Any) -> Sequence[sa.Row[Any]]:
         return (await self.conn.execute(statement)).all()
+
+
+def _copy_encoder(column: sa.Column[Any]) -> Callable[[Any], Any] | None:
+    """How COPY wants a column's value: JSON as its text; timestamps checked aware, as
+    UTCDateTime does for INSERT."""
+    if isinstance(column.type, sa.JSON):
+        return _json_text
+    if isinstance(column.type, UTCDateTime):
+        return _aware_utc
+    return None
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the database")
+    return value
 
 
 def counters_table(metadata: sa.MetaData, service: str) -> sa.Table:

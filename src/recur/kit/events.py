@@ -104,21 +104,21 @@ class Outbox:
             Event(new_id("evt"), self.service, tenant_id, type, payload, at)
             for tenant_id, type, payload in items
         ]
-        if events:
-            await uow.execute(
-                sa.insert(self.table),
-                [
-                    {
-                        "id": e.id,
-                        "tenant_id": e.tenant_id,
-                        "type": e.type,
-                        "payload": e.payload,
-                        "created": at,
-                    }
-                    for e in events
-                ],
-            )
-            uow.pending_events.extend(events)
+        await uow.insert_rows(
+            self.table,
+            [
+                {
+                    "id": e.id,
+                    "tenant_id": e.tenant_id,
+                    "type": e.type,
+                    "payload": e.payload,
+                    "created": at,
+                    "delivered_at": None,
+                }
+                for e in events
+            ],
+        )
+        uow.pending_events.extend(events)
         return events
 
 

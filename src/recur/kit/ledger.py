@@ -93,9 +93,7 @@ def _rows(entry: Entry, at: datetime) -> list[dict[str, object]]:
 
 async def post_many(uow: UnitOfWork, table: sa.Table, entries: list[Entry], at: datetime) -> None:
     """Write many balanced transactions in one statement (the bill run's batches)."""
-    rows = [row for entry in entries for row in _rows(entry, at)]
-    if rows:
-        await uow.execute(sa.insert(table), rows)
+    await uow.insert_rows(table, [row for entry in entries for row in _rows(entry, at)])
 
 
 async def post(

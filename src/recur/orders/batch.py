@@ -84,7 +84,7 @@ async def _create_missing(
             chunk = order_rows[start : start + _INSERT_CHUNK]
             if len(await repo.insert_many_if_absent(uow, chunk)) != len(chunk):
                 return None
-        await uow.execute(sa.insert(order_lines), line_rows)
+        await uow.insert_rows(order_lines, line_rows)
         lines_by_order: dict[str, list[Any]] = {row["id"]: [] for row in order_rows}
         for line in line_rows:
             lines_by_order[line["order_id"]].append(SimpleNamespace(**line))

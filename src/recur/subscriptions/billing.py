@@ -188,6 +188,7 @@ async def _begin_periods(
         rows = await _locked(uow, tenant_id, ids)
         plans = await _plans(uow, tenant_id, {row.plan_id for row in rows.values()})
         changes: dict[str, dict[str, Any]] = {}
+        final_items: list[str] = []
         for row in rows.values():
             if row.pending_period_start is not None:
                 continue  # begun by a run that died: billed below
@@ -196,6 +197,16 @@ async def _begin_periods(
                 changes[row.id] = begun[1]
                 if begun[0] == "canceled":
                     actions[row.id] = "canceled"
+                    # Prorations not billed yet are billed with the end (settled after the
+                    # commit, or by the next run: the subscription stays due until they are).
+                    key = await plan_changes.bill_final_items(
+                        uow, row, row.current_period_end, None
+                    )
+                    if key is not None:
+                        changes[row.id].update(
+                            pending_invoice_at=key, next_action_at=row.current_period_end
+                        )
+                        final_items.append(row.id)
                 else:  # a change scheduled for the period's end starts with the new period
                     changes[row.id].update(plan_changes.next_period_values(row))
         saved = {row.id: row for row in await _save(uow, rt, tenant_id, changes, rows)}
@@ -221,6 +232,8 @@ async def _begin_periods(
             rt.clock.now(),
         )
         await uow.commit()
+    for subscription_id in final_items:
+        await plan_changes.settle_pending_invoice(rt, tenant_id, subscription_id)
     current = {**rows, **saved}
     return [row for row in current.values() if row.pending_period_start is not None], actions
 
@@ -343,10 +356,11 @@ async def advance_batch(rt: Runtime, rows: Sequence[Any], now: datetime) -> dict
     (those with nothing done are left out). Safe to call again at any point."""
     for row in rows:
         if row.pending_credit is not None:
-            # A cancel or resume that died before granting its credit: rare, one at a time.
+            # A resume that died before granting its credit: rare, one at a time.
             await settle_pending_credit(rt, row.tenant_id, row.id)
         if row.pending_invoice_at is not None:
-            # Likewise an `always_invoice` change that died before ordering its prorations.
+            # Likewise a change (`always_invoice`) or an end that died before billing its
+            # prorations.
             await plan_changes.settle_pending_invoice(rt, row.tenant_id, row.id)
     by_tenant: dict[str, list[str]] = defaultdict(list)
     for row in rows:
@@ -372,7 +386,7 @@ def _only(rows: Sequence[Any], subscription_id: str) -> Any:
 
 
 async def settle_pending_credit(rt: Runtime, tenant_id: str, subscription_id: str) -> None:
-    """Grant the credit a cancel or resume owes the customer, once, then forget it."""
+    """Grant the credit a resume owes the customer, once, then forget it."""
     async with rt.uow() as uow:
         row = await repo.get_subscription(uow, tenant_id, subscription_id)
     if row is None or row.pending_credit is None:

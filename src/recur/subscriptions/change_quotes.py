@@ -5,7 +5,8 @@ period order's share for the subscription's own lines, as far as that order was 
 its discount (unless the order the credit lands on takes the same percentage off again), or,
 after an earlier change in the period, what that change charged. The charge is the new price
 for the rest of the period. Both are prorated to the microsecond and rounded once
-(`proration.prorate_change`).
+(`proration.prorate_change`). A cancel or a resume credits unused time on the same basis
+(`unused_time_line`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from recur.orders.schemas import DiscountTerms
 from recur.subscriptions import coupons
 from recur.subscriptions import repository as repo
 from recur.subscriptions.pricing import describe_interval, period_amount, terms_from_plan
-from recur.subscriptions.proration import PeriodOrder, paid_basis, prorate_change, round_exact
+from recur.subscriptions.proration import (
+    PeriodOrder,
+    paid_basis,
+    prorate_change,
+    round_exact,
+    unused_share,
+)
 from recur.subscriptions.schemas import ChangePreviewLine, SubscriptionChange
 from recur.subscriptions.test_clocks import clock_now
 
@@ -141,6 +148,51 @@ async def _paid_basis(
     return paid_basis(price, paid, discounted_again=discounted_again), start
 
 
+@dataclass(frozen=True)
+class PaidBasis:
+    """What was paid, before tax, for the subscription's current plan and quantity from
+    `start` to the end of its period, exactly."""
+
+    plan: Any  # the current plan, with its product
+    amount: Fraction
+    start: datetime
+
+
+async def paid_for_current_price(rt: Runtime, row: Any, *, landing: datetime) -> PaidBasis:
+    """The basis a credit for unused time is prorated from. `landing` is the start of the
+    order the credit lands on (or is counted for): when that order takes the subscription's
+    percentage off it again, the basis is taken before the discount."""
+    async with rt.uow() as uow:
+        current = await repo.plan_with_product(uow, row.tenant_id, row.plan_id)
+        discounted_again = await percent_discount(uow, row, landing) is not None
+    price = period_amount(terms_from_plan(current), row.quantity)
+    amount, start = await _paid_basis(rt, row, price, discounted_again=discounted_again)
+    return PaidBasis(current, amount, start)
+
+
+def _credit_line(row: Any, plan: Any, amount: int, at: datetime) -> ChangePreviewLine:
+    return ChangePreviewLine(
+        description=_describe("Unused time on", plan, row.quantity, at),
+        amount=amount,
+        period_start=at,
+        period_end=row.current_period_end,
+    )
+
+
+async def unused_time_line(
+    rt: Runtime, row: Any, at: datetime, *, landing: datetime
+) -> ChangePreviewLine | None:
+    """The credit (a negative line, before tax) for what was paid for the subscription's
+    current plan and quantity for the time after `at`: the credit a change at `at` would
+    make, on the same basis (`paid_for_current_price`, `landing` as there). None when there is
+    nothing to credit: a trial, an unpaid period, no time left."""
+    if row.status == "trialing" or at >= row.current_period_end:
+        return None
+    basis = await paid_for_current_price(rt, row, landing=landing)
+    credit = unused_share(basis.amount, basis.start, row.current_period_end, at)
+    return _credit_line(row, basis.plan, -credit, at) if credit else None
+
+
 async def quote_change(rt: Runtime, change: ChangeRequest, params: SubscriptionChange) -> Quote:
     """The prorations of the change, and the proration basis it leaves."""
     row, at = change.row, change.at
@@ -154,32 +206,25 @@ async def quote_change(rt: Runtime, change: ChangeRequest, params: SubscriptionC
     # Items land on the next renewal, or on an order now: if that order takes the
     # subscription's percentage off them, the credit is taken before that discount.
     landing = row.current_period_end if params.proration_behavior == "create_prorations" else at
-    async with rt.uow() as uow:
-        current = await repo.plan_with_product(uow, row.tenant_id, row.plan_id)
-        discounted_again = await percent_discount(uow, row, landing) is not None
-    price = period_amount(terms_from_plan(current), row.quantity)
-    basis, basis_from = await _paid_basis(rt, row, price, discounted_again=discounted_again)
+    basis = await paid_for_current_price(rt, row, landing=landing)
     if params.proration_behavior == "none":
         # What was paid still stands for the time left: a later change credits it.
-        return Quote([], round_exact(basis), basis_from)
+        return Quote([], round_exact(basis.amount), basis.start)
     new_price = period_amount(terms_from_plan(change.plan), change.quantity)
     proration = prorate_change(
-        basis, basis_from, new_price, row.current_period_start, row.current_period_end, at
+        basis.amount, basis.start, new_price, row.current_period_start, row.current_period_end, at
     )
-    end = row.current_period_end
     lines = []
     if proration.credit:
-        description = _describe("Unused time on", current, row.quantity, at)
-        lines.append(
-            ChangePreviewLine(
-                description=description, amount=proration.credit, period_start=at, period_end=end
-            )
-        )
+        lines.append(_credit_line(row, basis.plan, proration.credit, at))
     if proration.charge:
         description = _describe("Remaining time on", change.plan, change.quantity, at)
         lines.append(
             ChangePreviewLine(
-                description=description, amount=proration.charge, period_start=at, period_end=end
+                description=description,
+                amount=proration.charge,
+                period_start=at,
+                period_end=row.current_period_end,
             )
         )
     return Quote(lines, proration.charge, at)

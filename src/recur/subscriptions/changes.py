@@ -12,6 +12,10 @@ depends on `proration_behavior`:
   when they net to a credit (`settle_pending_invoice`);
 - `none`: they are not made.
 
+A subscription ended now settles what it still holds: with proration, its unbilled items and
+the credit for its unused time are billed together at once (`bill_final_items`, then
+`settle_pending_invoice`); without, its unbilled items are dropped (`drop_unbilled_items`).
+
 A change for `period_end` is kept on the subscription and applied when the next period begins
 (`next_period_values`). Every step is idempotent, so a process that dies between two of them
 leaves work that the next step, or the subscription's next bill run, finishes.
@@ -33,6 +37,7 @@ from recur.subscriptions.pricing import Line
 from recur.subscriptions.proration import credit_value
 from recur.subscriptions.schemas import (
     ChangePreview,
+    ChangePreviewLine,
     Subscription,
     SubscriptionChange,
     TaxRate,
@@ -162,9 +167,10 @@ async def renewal_item_lines(
 
 
 async def settle_pending_invoice(rt: Runtime, tenant_id: str, subscription_id: str) -> None:
-    """Order and charge the prorations of an `always_invoice` change, or grant them to the
-    customer's balance when they net to a credit. Outside any transaction; safe to call again
-    at any point (the order is keyed by the change, the credit by its source)."""
+    """Order and charge the prorations of an `always_invoice` change, or of a subscription
+    ended now (`bill_final_items`), or grant them to the customer's balance when they net to
+    a credit. Outside any transaction; safe to call again at any point (the order is keyed by
+    the change or the end, the credit by its source)."""
     async with rt.uow() as uow:
         row = await repo.get_subscription(uow, tenant_id, subscription_id)
         if row is None or row.pending_invoice_at is None:
@@ -174,6 +180,7 @@ async def settle_pending_invoice(rt: Runtime, tenant_id: str, subscription_id: s
         items = (await period_items(uow, [period]))[subscription_id]
         discount = await change_quotes.percent_discount(uow, row, key)
     net = sum(item.amount for item in items)
+    final = row.status == "canceled"
     if net != 0:
         customer = await rt.customers.get(tenant_id, row.customer_id)
         taxes = await tax_rates.get_tax_rates(rt, tenant_id, customer.tax_rate_ids)
@@ -183,26 +190,76 @@ async def settle_pending_invoice(rt: Runtime, tenant_id: str, subscription_id: s
                 subscription_id=row.id,
                 currency=row.currency,
                 period_start=key,
-                period_end=max(item.period_end for item in items),
+                # Items left from a period that ended unrenewed (`unpaid`) end before the key.
+                period_end=max(key, *(item.period_end for item in items)),
                 lines=[_order_line(item) for item in items],
-                description="Prorations of a plan or quantity change",
+                description=(
+                    "Final prorations of a canceled subscription"
+                    if final
+                    else "Prorations of a plan or quantity change"
+                ),
                 discount=discount,
                 tax_rates=tax_rates.order_tax_rates(taxes),
             )
             (order,) = await rt.orders.create_subscription_orders(tenant_id, [draft])
             await _charge(rt, tenant_id, order)
         else:
-            await _grant(rt, row, _credit_worth(-net, discount, taxes), f"change:{key.isoformat()}")
+            credit = _credit_worth(-net, discount, taxes)
+            description = "Unused time" if final else "Unused time of a plan or quantity change"
+            await _grant(rt, row, credit, f"change:{key.isoformat()}", description)
     async with rt.uow() as uow:
         current = await repo.get_subscription(uow, tenant_id, subscription_id, for_update=True)
         if current is not None and current.pending_invoice_at == key:
-            await repo.update(
-                uow, subscriptions, tenant_id, subscription_id, {"pending_invoice_at": None}
-            )
+            values: dict[str, Any] = {"pending_invoice_at": None}
+            if current.status == "canceled" and current.pending_credit is None:
+                # An ended subscription was due only for this.
+                values.update(next_action_at=None, claimed_until=None)
+            await repo.update(uow, subscriptions, tenant_id, subscription_id, values)
             await uow.commit()
 
 
-async def _grant(rt: Runtime, row: Any, credit: int, source: str) -> None:
+async def bill_final_items(
+    uow: UnitOfWork, row: Any, at: datetime, credit: ChangePreviewLine | None
+) -> datetime | None:
+    """In the transaction that ends a subscription at `at`: its unbilled items, and the
+    `credit` for its unused time, are billed together at one key, returned for the caller to
+    set as the subscription's `pending_invoice_at` (and make it due, so that the bill run
+    settles them if `settle_pending_invoice` is never reached). None when nothing is billed."""
+    key = await _invoice_key(uow, row, at)
+    if credit is not None:
+        await repo.insert_pending_items(uow, _item_rows(row, [credit], at, key))
+    period = PeriodKey(row.tenant_id, row.id, key)
+    await claim_items_for_periods(uow, [period])
+    return key if (await period_items(uow, [period]))[row.id] else None
+
+
+async def drop_unbilled_items(uow: UnitOfWork, row: Any) -> None:
+    """In the transaction that ends a subscription now without proration: the prorations of
+    its `create_prorations` changes are never billed (Stripe removes them likewise)."""
+    await repo.delete_unbilled_items(uow, row.tenant_id, row.id)
+
+
+async def balance_worth(rt: Runtime, row: Any, credit: int, landing: datetime) -> int:
+    """What a credit for unused time (before discount and tax, taken for an order starting at
+    `landing`: `change_quotes.unused_time_line`) is worth on the customer's balance, counted as
+    a net credit of prorations is: less the percentage that order takes off, plus the
+    customer's exclusive taxes."""
+    if credit <= 0:
+        return 0
+    async with rt.uow() as uow:
+        discount = await change_quotes.percent_discount(uow, row, landing)
+    customer = await rt.customers.get(row.tenant_id, row.customer_id)
+    taxes = await tax_rates.get_tax_rates(rt, row.tenant_id, customer.tax_rate_ids)
+    return _credit_worth(credit, discount, taxes)
+
+
+async def _grant(
+    rt: Runtime,
+    row: Any,
+    credit: int,
+    source: str,
+    description: str = "Unused time of a plan or quantity change",
+) -> None:
     """Credit prorations to the subscription's customer, once per `source` of the row's."""
     if credit > 0:
         await rt.customers.grant_credit(
@@ -212,12 +269,13 @@ async def _grant(rt: Runtime, row: Any, credit: int, source: str) -> None:
             row.currency,
             type_="proration",
             source_id=f"{row.id}:{source}",
-            description="Unused time of a plan or quantity change",
+            description=description,
         )
 
 
 async def _charge(rt: Runtime, tenant_id: str, order: Order) -> None:
-    # A decline leaves the order open; payments retries it as it retries renewals (dunning).
+    # A decline leaves the order open; payments retries it as it retries renewals (dunning),
+    # unless the subscription has ended: then it stays open, to be paid by hand.
     if order.status != "open" or order.amount_due == 0:
         return
     try:
@@ -232,8 +290,9 @@ async def _charge(rt: Runtime, tenant_id: str, order: Order) -> None:
 # --- changes -------------------------------------------------------------------------------
 
 
-def _as_read(row: Any) -> tuple[Any, ...]:
-    """What a quote depends on: if any of it changed, the quote is stale."""
+def quote_inputs(row: Any) -> tuple[Any, ...]:
+    """What a quote (or a credit for unused time) depends on: if any of it changed since the
+    row was read, the quote is stale."""
     return (
         row.status,
         row.plan_id,
@@ -254,6 +313,26 @@ async def _invoice_key(uow: UnitOfWork, row: Any, at: datetime) -> datetime:
     start = row.current_period_start
     last = await repo.last_billed_item_start(uow, row.tenant_id, row.id, start)
     return max(at, max(start, last or start) + _TICK)
+
+
+def _item_rows(
+    row: Any, lines: Sequence[ChangePreviewLine], at: datetime, billed_at: datetime | None
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": new_id("ii"),
+            "tenant_id": row.tenant_id,
+            "subscription_id": row.id,
+            "description": line.description,
+            "amount": line.amount,
+            "currency": row.currency,
+            "period_start": line.period_start,
+            "period_end": line.period_end,
+            "created": at,
+            "billed_period_start": billed_at,
+        }
+        for line in lines
+    ]
 
 
 async def _save(uow: UnitOfWork, rt: Runtime, row: Any, values: dict[str, Any]) -> Subscription:
@@ -308,7 +387,7 @@ async def change_subscription(
     invoice_now = params.proration_behavior == "always_invoice" and bool(quote.lines)
     async with rt.uow() as uow:
         current = await repo.get_subscription(uow, tenant_id, subscription_id, for_update=True)
-        if current is None or _as_read(current) != _as_read(row):
+        if current is None or quote_inputs(current) != quote_inputs(row):
             raise Conflict("the subscription changed meanwhile; try again")
         values: dict[str, Any]
         if params.effective == "period_end":
@@ -323,24 +402,7 @@ async def change_subscription(
             billed_at = await _invoice_key(uow, current, at) if invoice_now else None
             if invoice_now:
                 values["pending_invoice_at"] = billed_at
-            await repo.insert_pending_items(
-                uow,
-                [
-                    {
-                        "id": new_id("ii"),
-                        "tenant_id": tenant_id,
-                        "subscription_id": subscription_id,
-                        "description": line.description,
-                        "amount": line.amount,
-                        "currency": row.currency,
-                        "period_start": line.period_start,
-                        "period_end": line.period_end,
-                        "created": at,
-                        "billed_period_start": billed_at,
-                    }
-                    for line in quote.lines
-                ],
-            )
+            await repo.insert_pending_items(uow, _item_rows(row, quote.lines, at, billed_at))
         subscription = await _save(uow, rt, current, values)
         await uow.commit()
     if invoice_now:

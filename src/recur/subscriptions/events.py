@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from recur.kit.events import Event, EventBus
 from recur.payments.schemas import DunningExhausted
 from recur.subscriptions import billing
+from recur.subscriptions import changes as plan_changes
 from recur.subscriptions import repository as repo
 from recur.subscriptions.periods import period_boundary
 from recur.subscriptions.tables import OUTBOX, inbox, subscriptions
@@ -57,7 +58,16 @@ def subscribe(bus: EventBus, rt: Runtime) -> None:
         values: dict[str, Any] = {"status": "active", "updated": rt.clock.now()}
         if row.status == "unpaid":
             values.update(await renew_again(uow, row))
+        if "pending_period_start" in values:
+            # A new period, as the bill run begins one: the change scheduled for the period's
+            # end applies, and the prorations not billed yet go on its order.
+            values.update(plan_changes.next_period_values(row))
         await repo.update(uow, subscriptions, event.tenant_id, row.id, values)
+        if "pending_period_start" in values:
+            await plan_changes.claim_items_for_periods(
+                uow,
+                [plan_changes.PeriodKey(event.tenant_id, row.id, values["pending_period_start"])],
+            )
         updated = await repo.get_subscription(uow, event.tenant_id, row.id)
         await OUTBOX.record(
             uow,
@@ -99,6 +109,9 @@ def subscribe(bus: EventBus, rt: Runtime) -> None:
             at = exhausted.exhausted_at
             values.update(status="canceled", canceled_at=at, ended_at=at, claimed_until=None)
             event_type = "subscription.canceled"
+            # Ended for not paying: its prorations not billed yet are dropped with it, as a
+            # cancel without proration drops them (they would be billed to no one's benefit).
+            await plan_changes.drop_unbilled_items(uow, row)
         else:
             values.update(status="unpaid")
             event_type = "subscription.updated"

@@ -6,10 +6,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from recur.kit.errors import Conflict, NotFound
-from recur.subscriptions import billing
+from recur.subscriptions import billing, change_quotes, changes
 from recur.subscriptions import repository as repo
 from recur.subscriptions.periods import period_boundary
-from recur.subscriptions.proration import unused_amount
 from recur.subscriptions.schemas import Subscription
 from recur.subscriptions.tables import OUTBOX, subscriptions
 from recur.subscriptions.test_clocks import clock_now
@@ -45,60 +44,81 @@ async def _save(
     return subscription
 
 
-async def unused_paid_amount(rt: Runtime, tenant_id: str, sub: Subscription, at: datetime) -> int:
-    """What the customer paid for the current period's time after `at` (0 if it is unpaid)."""
-    if sub.latest_order_id is None or sub.status == "trialing":
-        return 0
-    order = await rt.orders.get(tenant_id, sub.latest_order_id)
-    if order.period_start != sub.current_period_start:
-        return 0
-    settled = order.total - order.amount_due
-    return unused_amount(settled, sub.current_period_start, sub.current_period_end, at)
-
-
 async def cancel_subscription(
     rt: Runtime, tenant_id: str, subscription_id: str, at_period_end: bool, prorate: bool = False
 ) -> Subscription:
     """End a subscription now, or at the end of its current period (no further orders).
 
-    Ending now with `prorate` credits the unused time of the paid period to the customer's
-    balance, which its next orders spend before anything is charged.
+    Ending now with `prorate` settles the period at once: the credit for its unused time (on
+    the basis a change's credit uses) and the items of `create_prorations` changes not yet
+    billed are netted, a charge ordered and charged now as the subscription's final order, a
+    credit granted to the customer's balance. Without `prorate` nothing is credited and those
+    items are dropped.
     """
     existing = await _existing(rt, tenant_id, subscription_id)
     now = await clock_now(rt, tenant_id, existing.test_clock_id)
-    credit = 0
-    if prorate and not at_period_end:
-        credit = await unused_paid_amount(rt, tenant_id, existing, now)
+    if at_period_end:
+        return await _cancel_at_period_end(rt, tenant_id, subscription_id, now)
+    # An `always_invoice` change that a dead process left unsettled is settled first: its
+    # items are not this cancel's.
+    await changes.settle_pending_invoice(rt, tenant_id, subscription_id)
+    async with rt.uow() as uow:
+        row = await repo.get_subscription(uow, tenant_id, subscription_id)
+    credit = None
+    if prorate and row.status != "canceled":
+        credit = await change_quotes.unused_time_line(rt, row, now, landing=now)
+    async with rt.uow() as uow:
+        current = await repo.get_subscription(uow, tenant_id, subscription_id, for_update=True)
+        assert current is not None
+        if current.status == "canceled":
+            raise Conflict("the subscription is canceled already")
+        if current.pending_period_start is not None:
+            raise Conflict("a renewal is under way; try again in a moment")
+        if changes.quote_inputs(current) != changes.quote_inputs(row):
+            raise Conflict("the subscription changed meanwhile; try again")
+        values: dict[str, Any] = {
+            "status": "canceled",
+            "canceled_at": now,
+            "ended_at": now,
+            "next_action_at": None,
+        }
+        billed_at = None
+        if prorate:
+            billed_at = await changes.bill_final_items(uow, current, now, credit)
+        else:
+            await changes.drop_unbilled_items(uow, current)
+        if billed_at is not None:
+            # Settled right after this commit; if the process dies first, by the bill run
+            # (the subscription stays due until it is).
+            values.update(pending_invoice_at=billed_at, next_action_at=now)
+        subscription = await _save(
+            uow, rt, tenant_id, subscription_id, values, "subscription.canceled"
+        )
+        await uow.commit()
+    if billed_at is not None:
+        await changes.settle_pending_invoice(rt, tenant_id, subscription_id)
+    return subscription
+
+
+async def _cancel_at_period_end(
+    rt: Runtime, tenant_id: str, subscription_id: str, now: datetime
+) -> Subscription:
     async with rt.uow() as uow:
         row = await repo.get_subscription(uow, tenant_id, subscription_id, for_update=True)
         assert row is not None
         if row.status == "canceled":
             raise Conflict("the subscription is canceled already")
-        if at_period_end:
-            if row.cancel_at_period_end:
-                raise Conflict("the subscription is set to cancel at period end already")
-            values: dict[str, Any] = {"cancel_at_period_end": True, "canceled_at": now}
-            event = "subscription.updated"
-        else:
-            values = {
-                "status": "canceled",
-                "canceled_at": now,
-                "ended_at": now,
-                "next_action_at": None,
-            }
-            if credit > 0:
-                # Granted right after this commit; if the process dies first, the bill run
-                # grants it (the subscription stays due until it is).
-                values.update(
-                    pending_credit=credit,
-                    pending_credit_source=f"{subscription_id}:cancel",
-                    next_action_at=now,
-                )
-            event = "subscription.canceled"
-        subscription = await _save(uow, rt, tenant_id, subscription_id, values, event)
+        if row.cancel_at_period_end:
+            raise Conflict("the subscription is set to cancel at period end already")
+        subscription = await _save(
+            uow,
+            rt,
+            tenant_id,
+            subscription_id,
+            {"cancel_at_period_end": True, "canceled_at": now},
+            "subscription.updated",
+        )
         await uow.commit()
-    if credit > 0:
-        await billing.settle_pending_credit(rt, tenant_id, subscription_id)
     return subscription
 
 
@@ -149,31 +169,48 @@ async def pause_subscription(rt: Runtime, tenant_id: str, subscription_id: str) 
 
 async def resume_subscription(rt: Runtime, tenant_id: str, subscription_id: str) -> Subscription:
     """Start a new period at once and charge it at once. Time left of the period paid before
-    the pause is credited, so no time is paid for twice."""
+    the pause is credited (on the basis a change's credit uses), so no time is paid for twice.
+
+    The new period is begun as a renewal begins one: it takes a change scheduled for the end
+    of the paused period, and its order carries the items of changes not yet billed.
+    """
     existing = await _existing(rt, tenant_id, subscription_id)
     now = await clock_now(rt, tenant_id, existing.test_clock_id)
-    credit = await unused_paid_amount(rt, tenant_id, existing, now)
     async with rt.uow() as uow:
-        row = await repo.get_subscription(uow, tenant_id, subscription_id, for_update=True)
-        assert row is not None
-        if row.status != "paused":
+        row = await repo.get_subscription(uow, tenant_id, subscription_id)
+    # The credit goes to the balance, which the new period's order (from `now`) spends after
+    # its discount: counted as a change's net credit landing on that order would be.
+    line = None
+    if row.status == "paused":
+        line = await change_quotes.unused_time_line(rt, row, now, landing=now)
+    credit = 0 if line is None else await changes.balance_worth(rt, row, -line.amount, now)
+    async with rt.uow() as uow:
+        current = await repo.get_subscription(uow, tenant_id, subscription_id, for_update=True)
+        assert current is not None
+        if current.status != "paused":
             raise Conflict("only a paused subscription can be resumed")
-        plan = await repo.get_plan(uow, tenant_id, row.plan_id)
+        if changes.quote_inputs(current) != changes.quote_inputs(row):
+            raise Conflict("the subscription changed meanwhile; try again")
+        values: dict[str, Any] = changes.next_period_values(current)
+        plan = await repo.get_plan(uow, tenant_id, values.get("plan_id", current.plan_id))
         end = period_boundary(now, plan.interval, plan.interval_count, 1)
-        values: dict[str, Any] = {
-            "billing_cycle_anchor": now,
-            "pending_period_start": now,
-            "pending_period_end": end,
-            "paused_at": None,
-            "next_action_at": now,
-            "claimed_until": rt.clock.now() + billing.LEASE,
-        }
+        values.update(
+            billing_cycle_anchor=now,
+            pending_period_start=now,
+            pending_period_end=end,
+            paused_at=None,
+            next_action_at=now,
+            claimed_until=rt.clock.now() + billing.LEASE,
+        )
         if credit > 0:
             values.update(
                 pending_credit=credit,
                 pending_credit_source=f"{subscription_id}:resume:{now.isoformat()}",
             )
         await _save(uow, rt, tenant_id, subscription_id, values, "subscription.resumed")
+        await changes.claim_items_for_periods(
+            uow, [changes.PeriodKey(tenant_id, subscription_id, now)]
+        )
         await uow.commit()
     await billing.advance_subscription(rt, tenant_id, subscription_id, now)
     return await _existing(rt, tenant_id, subscription_id)

@@ -285,6 +285,18 @@ async def claim_pending_items(
     )
 
 
+async def delete_unbilled_items(uow: UnitOfWork, tenant_id: str, subscription_id: str) -> None:
+    """Drop the subscription's items that no period or order has billed."""
+    items = subscription_pending_items
+    await uow.execute(
+        sa.delete(items).where(
+            items.c.tenant_id == tenant_id,
+            items.c.subscription_id == subscription_id,
+            items.c.billed_period_start.is_(None),
+        )
+    )
+
+
 async def items_billed_on(
     uow: UnitOfWork, periods: Sequence[tuple[str, str, datetime]]
 ) -> Sequence[Any]:

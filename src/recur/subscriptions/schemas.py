@@ -113,7 +113,10 @@ class SubscriptionCancel(BaseModel):
     at_period_end: bool = False
     prorate: bool = Field(
         default=False,
-        description="Ending now: credit the unused time of the paid period to the customer",
+        description=(
+            "Ending now: credit the unused time of the paid period and bill the prorations of "
+            "changes not yet billed, at once; without it, those prorations are dropped"
+        ),
     )
 
 

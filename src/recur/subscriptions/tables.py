@@ -130,7 +130,7 @@ subscriptions = sa.Table(
     # dies between steps leaves this set and the next run finishes the same period.
     sa.Column("pending_period_start", UTCDateTime),
     sa.Column("pending_period_end", UTCDateTime),
-    # Credit owed to the customer for unused time (cancel or resume with proration), granted
+    # Credit owed to the customer for unused time (a resume's, for the paused period), granted
     # by the next step; `pending_credit_source` makes granting it twice grant it once.
     sa.Column("pending_credit", sa.BigInteger),
     sa.Column("pending_credit_source", sa.String(120)),
@@ -149,9 +149,10 @@ subscriptions = sa.Table(
     # for unused time is prorated from it. Null (or from an earlier period): the period's order.
     sa.Column("proration_basis", sa.BigInteger),
     sa.Column("proration_basis_from", UTCDateTime),
-    # An `always_invoice` change whose prorations are not yet ordered and charged (or, when
-    # they net to a credit, credited): its items are billed at this key. Settled right after
-    # the change commits; if the process dies first, by the subscription's next bill run.
+    # An `always_invoice` change, or a cancel now with proration, whose prorations are not yet
+    # ordered and charged (or, when they net to a credit, credited): its items are billed at
+    # this key. Settled right after the change or cancel commits; if the process dies first,
+    # by the subscription's next bill run (a canceled one stays due until then).
     sa.Column("pending_invoice_at", UTCDateTime),
     sa.Index("ix_subscriptions_tenant_id", "tenant_id", "id"),
     sa.Index("ix_subscriptions_due", "next_action_at", "test_clock_id"),
@@ -161,7 +162,8 @@ subscriptions = sa.Table(
 # `create_prorations` change wait unbilled until the next period begins: the transaction that
 # writes the pending period sets `billed_period_start` to it, and that period's order carries
 # them. Those of an `always_invoice` change are billed at once, at the subscription's
-# `pending_invoice_at`.
+# `pending_invoice_at`, as are those a cancel now with proration settles (with its credit for
+# unused time); a cancel without proration deletes the unbilled ones.
 subscription_pending_items = sa.Table(
     "subscription_pending_items",
     metadata,
