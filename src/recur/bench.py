@@ -11,9 +11,6 @@ before, ends now).
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import resource
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from recur.bill_run import run_workers
 from recur.customers.tables import counters as customer_counters
 from recur.customers.tables import customers
 from recur.gateway.keys import create_key
@@ -136,12 +134,6 @@ async def seed(rt: Runtime, count: int, now: datetime) -> Seeded:
     return Seeded(tenant_id, plan.id, count)
 
 
-def peak_memory_mib() -> float:
-    """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
 @dataclass(frozen=True)
 class BenchResult:
     subscriptions: int
@@ -154,23 +146,6 @@ class BenchResult:
     @property
     def rate(self) -> float:
         return self.renewed / self.seconds if self.seconds else 0.0
-
-
-async def _worker_run(
-    settings: Settings, now: datetime, batch_size: int
-) -> tuple[int, int, int, float]:
-    from recur.subscriptions import billing
-
-    rt = build_runtime(settings)
-    try:
-        result = await billing.run(rt, now=now, batch_size=batch_size)
-    finally:
-        await rt.close()
-    return result.renewed, result.failed, result.errors, peak_memory_mib()
-
-
-def _worker_main(settings: Settings, now: datetime, batch_size: int) -> tuple[int, int, int, float]:
-    return asyncio.run(_worker_run(settings, now, batch_size))
 
 
 def bench_bill_run(
@@ -194,18 +169,16 @@ def bench_bill_run(
     started = time.perf_counter()
     now = asyncio.run(prepare())
     say(f"seeded {count} due subscriptions in {time.perf_counter() - started:.1f} s")
-    # Each worker is its own process (the bill run is CPU-bound Python), claiming batches with
-    # SKIP LOCKED; spawned, so none inherits this process's memory or connections.
-    context = multiprocessing.get_context("spawn")
     started = time.perf_counter()
-    with context.Pool(workers) as pool:
-        outcomes = pool.starmap(_worker_main, [(settings, now, batch_size)] * workers)
+    outcome = run_workers(settings, now=now, workers=workers, batch_size=batch_size)
     seconds = time.perf_counter() - started
+    for failure in outcome.failures:
+        say(failure)
     return BenchResult(
         subscriptions=count,
-        renewed=sum(o[0] for o in outcomes),
-        failed=sum(o[1] for o in outcomes),
-        errors=sum(o[2] for o in outcomes),
+        renewed=outcome.result.renewed,
+        failed=outcome.result.failed,
+        errors=outcome.result.errors,
         seconds=seconds,
-        peak_memory_mib=max(o[3] for o in outcomes),
+        peak_memory_mib=outcome.peak_memory_mib,
     )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from recur.kit.logs import configure_logging
 from recur.settings import Settings
+
+if TYPE_CHECKING:
+    from recur.subscriptions.billing import BillRunResult
 
 app = typer.Typer(help="Recur: open-source subscription billing.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys and tenants.", no_args_is_help=True)
@@ -38,23 +42,50 @@ def migrate() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Default RECUR_HOST or 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="Default RECUR_PORT or 8000")] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve only this service (customers, subscriptions, orders or payments), "
+            "reaching the others at RECUR_SERVICE_URLS"
+        ),
+    ] = None,
 ) -> None:
-    """Serve the whole API (gateway and all four services) in this process."""
+    """Serve the whole API (gateway and all four services) in this process, or with
+    --service one service as its own process (distributed mode)."""
     import uvicorn
+    from fastapi import FastAPI
 
     from recur.app import create_app
     from recur.runtime import build_runtime
+    from recur.settings import SERVICE_NAMES
 
     settings = _settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    application = create_app(build_runtime(settings))
+    configure_logging(settings.log_level, settings.log_format)
+    application: FastAPI
+    if service is None:
+        application = create_app(build_runtime(settings))
+    else:
+        from recur.service_app import create_service_app
+
+        if service not in SERVICE_NAMES:
+            raise typer.BadParameter(
+                f"{service!r} is not a service: one of {', '.join(SERVICE_NAMES)}",
+                param_hint="--service",
+            )
+        if not settings.internal_token:
+            raise typer.BadParameter(
+                "a service's process needs RECUR_INTERNAL_TOKEN (16 characters or more), "
+                "the secret the other services' calls carry",
+                param_hint="--service",
+            )
+        rt = build_runtime(settings, local_services={service})
+        application = create_service_app(rt, service)
     uvicorn.run(
         application,
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (RECUR_LOG_FORMAT)
     )
 
 
@@ -84,33 +115,85 @@ def create_key(
 
 
 @app.command("bill-run")
-def bill_run() -> None:
+def bill_run(
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes sharing the renewals")
+    ] = 1,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=10_000,
+            help="Subscriptions a worker claims at once (default RECUR_BILL_RUN_BATCH_SIZE)",
+        ),
+    ] = None,
+) -> None:
     """Create and charge every renewal that is due now, end what is due to end, then retry
-    the failed renewal charges that are due (dunning)."""
+    the failed renewal charges that are due (dunning). Any number of bill runs may run at once:
+    they share the work."""
+    from datetime import datetime
+
+    from recur.bill_run import run_workers
+    from recur.kit.db import is_sqlite
     from recur.payments.schemas import DunningRunResult
     from recur.runtime import build_runtime
     from recur.subscriptions import billing
 
-    async def run() -> tuple[billing.BillRunResult, DunningRunResult]:
-        rt = build_runtime(_settings())
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if workers > 1 and is_sqlite(settings.database_url):
+        console.print("SQLite lets one writer in at a time: the workers will take turns")
+
+    async def prepare() -> tuple[datetime, int]:
+        rt = build_runtime(settings)
         try:
-            due = await billing.count_due(rt)
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            ) as progress:
-                task = progress.add_task("bill run", total=due or None)
-                renewals = await billing.run(rt, on_progress=lambda n: progress.advance(task, n))
-            # After the renewals: a renewal that just failed is not due for a retry yet.
-            retries = await rt.payments.run_due_retries(None, rt.clock.now(), None)
-            return renewals, retries
+            # Events a bill run that died left undelivered go out first: a renewal whose
+            # payment succeeded is finished once its order knows it is paid.
+            await rt.bus.redeliver_pending()
+            now = rt.clock.now()
+            return now, await billing.count_due(rt, now=now)
         finally:
             await rt.close()
 
-    result, retries = asyncio.run(run())
+    async def renew_here(now: datetime, on_progress: Callable[[int], None]) -> BillRunResult:
+        rt = build_runtime(settings)
+        try:
+            return await billing.run(rt, now=now, batch_size=batch_size, on_progress=on_progress)
+        finally:
+            await rt.close()
+
+    async def retry() -> DunningRunResult:
+        rt = build_runtime(settings)
+        try:
+            return await rt.payments.run_due_retries(None, rt.clock.now(), None)
+        finally:
+            await rt.close()
+
+    now, due = asyncio.run(prepare())
+    failures: list[str] = []
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("bill run", total=due or None)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        if workers == 1:
+            result = asyncio.run(renew_here(now, advance))
+        else:
+            outcome = run_workers(
+                settings, now=now, workers=workers, batch_size=batch_size, on_progress=advance
+            )
+            result, failures = outcome.result, outcome.failures
+    for failure in failures:
+        console.print(failure, style="red", markup=False, highlight=False)
+    # After the renewals: a renewal that just failed is not due for a retry yet.
+    retries = asyncio.run(retry())
     console.print(
         f"renewed {result.renewed}, payment failed {result.failed}, "
         f"ended {result.canceled}, errors {result.errors}"
@@ -120,7 +203,7 @@ def bill_run() -> None:
         f"failed again {retries.failed}, exhausted {retries.exhausted}, "
         f"closed {retries.closed}, errors {retries.errors}"
     )
-    if result.errors or retries.errors:
+    if result.errors or retries.errors or failures:
         raise typer.Exit(1)
 
 

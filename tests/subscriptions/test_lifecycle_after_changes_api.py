@@ -386,7 +386,7 @@ async def test_an_end_at_period_end_bills_the_prorations_still_pending(billing, 
     ended = await billing.get(f"/v1/subscriptions/{sub['id']}")
     assert ended["status"] == "canceled"
     # No May period; the change's two lines, billed with the end, net 2000, charged.
-    first, final = await billing.orders(sub["id"])
+    _, final = await billing.orders(sub["id"])
     assert sum(amount for _, amount in _lines(final)) == 2000
     assert (final["status"], final["total"]) == ("paid", 2000)
     assert await _balance(billing, customer) == 0

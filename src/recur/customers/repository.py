@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from recur.customers.schemas import Address, BalanceTransaction, BillingHistoryEntry, Customer
 from recur.customers.tables import balance_transactions, billing_history, counters, customers
-from recur.kit.db import UnitOfWork, next_number, upsert
+from recur.kit.db import UnitOfWork, fetch_by_ids, next_number, upsert
 from recur.kit.errors import InvalidRequest
 from recur.kit.ids import new_id
 from recur.kit.pagination import fetch_page
@@ -197,32 +197,15 @@ def parse_time(value: str | datetime) -> datetime:
 
 
 async def get_many(uow: UnitOfWork, tenant_id: str, customer_ids: Sequence[str]) -> list[Any]:
-    if not customer_ids:
-        return []
-    return list(
-        await uow.fetch_all(
-            sa.select(customers).where(
-                customers.c.tenant_id == tenant_id, customers.c.id.in_(set(customer_ids))
-            )
-        )
-    )
+    return await fetch_by_ids(uow, customers, tenant_id, customer_ids)
 
 
 async def lock_with_credit(
     uow: UnitOfWork, tenant_id: str, customer_ids: Sequence[str]
 ) -> list[Any]:
     """Lock those of the customers that hold credit (in id order, so batches never deadlock)."""
-    return list(
-        await uow.fetch_all(
-            sa.select(customers)
-            .where(
-                customers.c.tenant_id == tenant_id,
-                customers.c.id.in_(set(customer_ids)),
-                customers.c.balance > 0,
-            )
-            .order_by(customers.c.id)
-            .with_for_update()
-        )
+    return await fetch_by_ids(
+        uow, customers, tenant_id, customer_ids, customers.c.balance > 0, for_update=True
     )
 
 

@@ -8,7 +8,7 @@ across services for that reason.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -219,6 +219,32 @@ def _aware_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the database")
     return value
+
+
+async def fetch_by_ids(
+    uow: UnitOfWork,
+    table: sa.Table,
+    tenant_id: str,
+    ids: Iterable[str],
+    *where: sa.ColumnElement[bool],
+    for_update: bool = False,
+) -> list[sa.Row[Any]]:
+    """The tenant's rows with these ids (and `where`), locked in id order with `for_update`.
+
+    Looked up by primary key alone, and the tenant's rows kept here: with the tenant in the
+    WHERE clause, PostgreSQL picks the tenant's index as soon as its statistics lag behind a
+    table that grows by thousands of rows a second (the bill run's), and reads every row of the
+    tenant for each batch. By key alone, the plan is a probe per id whatever the statistics.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    key = table.c.id
+    stmt = sa.select(table).where(key.in_(wanted), *where).order_by(key)
+    if for_update:
+        stmt = stmt.with_for_update()
+    rows = await uow.fetch_all(stmt)
+    return [row for row in rows if row.tenant_id == tenant_id]
 
 
 def counters_table(metadata: sa.MetaData, service: str) -> sa.Table:

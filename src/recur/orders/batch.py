@@ -189,13 +189,8 @@ async def apply_payments(uow: UnitOfWork, events: list[Event], now: datetime) ->
     rows = {}
     for tenant_id in {event.tenant_id for event in events}:
         ids = [e.payload.get("order_id") for e in events if e.tenant_id == tenant_id]
-        stmt = (
-            sa.select(orders)
-            .where(orders.c.tenant_id == tenant_id, orders.c.id.in_([i for i in ids if i]))
-            .order_by(orders.c.id)
-            .with_for_update()
-        )
-        rows.update({(tenant_id, row.id): row for row in await uow.fetch_all(stmt)})
+        locked = await repo.get_many(uow, tenant_id, [i for i in ids if i], for_update=True)
+        rows.update({(tenant_id, row.id): row for row in locked})
     seen: set[tuple[str, str]] = set()
     for event in events:
         payment = event.payload

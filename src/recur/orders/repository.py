@@ -9,7 +9,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from recur.kit.db import UnitOfWork, insert_ignoring_conflicts, next_number, next_numbers
+from recur.kit.db import (
+    UnitOfWork,
+    fetch_by_ids,
+    insert_ignoring_conflicts,
+    next_number,
+    next_numbers,
+)
 from recur.kit.pagination import fetch_page
 from recur.orders.schemas import Order, OrderDiscount, OrderLine, OrderTaxAmount
 from recur.orders.tables import counters, order_lines, orders
@@ -133,14 +139,10 @@ async def page(
     return await fetch_page(uow, stmt, orders.c.id, limit, starting_after)
 
 
-async def get_many(uow: UnitOfWork, tenant_id: str, order_ids: Sequence[str]) -> list[Any]:
-    if not order_ids:
-        return []
-    return list(
-        await uow.fetch_all(
-            sa.select(orders).where(orders.c.tenant_id == tenant_id, orders.c.id.in_(order_ids))
-        )
-    )
+async def get_many(
+    uow: UnitOfWork, tenant_id: str, order_ids: Sequence[str], *, for_update: bool = False
+) -> list[Any]:
+    return await fetch_by_ids(uow, orders, tenant_id, order_ids, for_update=for_update)
 
 
 async def by_periods(

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from recur.kit import ledger
-from recur.kit.db import insert_ignoring_conflicts
+from recur.kit.db import fetch_by_ids, insert_ignoring_conflicts
 from recur.kit.ids import new_id
 from recur.payments import repository as repo
 from recur.payments.gateways import gateway_for
@@ -29,6 +30,9 @@ from recur.payments.tables import ledger as payments_ledger
 if TYPE_CHECKING:
     from recur.runtime import Runtime
 
+# A charge pending longer than this was left by a process that died during it (a gateway call
+# times out long before).
+STRANDED_AFTER = timedelta(seconds=60)
 # Gateway calls under way at once; a real gateway answers in tens of milliseconds.
 GATEWAY_CONCURRENCY = 64
 # Rows per multi-row INSERT: SQLite allows 32766 variables, a payment row has 16.
@@ -98,9 +102,13 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
     for row in pending:
         if row["id"] not in inserted:
             answers[row["order_id"]] = OrderCharge(order_id=row["order_id"], outcome="in_progress")
-    results = await call_gateways(
-        rt, [(row, *tokens[row["id"]]) for row in pending if row["id"] in inserted]
-    )
+    attempts = [(row, *tokens[row["id"]]) for row in pending if row["id"] in inserted]
+    # A payment pending for longer than any charge takes was left by a process that died
+    # while the gateway charged it: asked again with the same idempotency key, the gateway
+    # answers what it did (charging once), and the payment is settled with that answer.
+    stranded = [order_id for order_id, a in answers.items() if a.outcome == "in_progress"]
+    attempts += await _stranded_attempts(rt, tenant_id, stranded, now - STRANDED_AFTER)
+    results = await call_gateways(rt, attempts)
     settled = await settle(rt, tenant_id, results)
     for payment in settled.values():
         assert payment.order_id is not None
@@ -126,16 +134,32 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
     return [answers[order_id] for order_id in order_ids]
 
 
+async def _stranded_attempts(
+    rt: Runtime, tenant_id: str, order_ids: list[str], before: datetime
+) -> list[tuple[dict[str, Any], str, str]]:
+    """The orders' payments still pending since before `before`, with their card's token."""
+    if not order_ids:
+        return []
+    async with rt.uow() as uow:
+        rows = await uow.fetch_all(
+            sa.select(payments, payment_methods.c.gateway_token)
+            .join(payment_methods, payment_methods.c.id == payments.c.payment_method_id)
+            .where(
+                payments.c.tenant_id == tenant_id,
+                payments.c.order_id.in_(order_ids),
+                payments.c.status == "pending",
+                payments.c.updated < before,
+            )
+        )
+    return [(dict(row._mapping), row.gateway, row.gateway_token) for row in rows]
+
+
 async def _usable_methods(uow: Any, tenant_id: str, method_ids: Sequence[str | None]) -> dict:
     ids = {i for i in method_ids if i}
     if not ids:
         return {}
-    rows = await uow.fetch_all(
-        sa.select(payment_methods).where(
-            payment_methods.c.tenant_id == tenant_id,
-            payment_methods.c.id.in_(ids),
-            payment_methods.c.detached_at.is_(None),
-        )
+    rows = await fetch_by_ids(
+        uow, payment_methods, tenant_id, ids, payment_methods.c.detached_at.is_(None)
     )
     return {row.id: row for row in rows}
 

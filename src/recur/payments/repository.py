@@ -8,7 +8,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from recur.kit.db import UnitOfWork, claim_leased, insert_ignoring_conflicts, upsert
+from recur.kit.db import (
+    UnitOfWork,
+    claim_leased,
+    fetch_by_ids,
+    insert_ignoring_conflicts,
+    upsert,
+)
 from recur.kit.pagination import fetch_page
 from recur.payments.schemas import CardDetails, Payment, PaymentMethod, Refund
 from recur.payments.tables import (
@@ -372,27 +378,12 @@ async def next_dunning_due(
 
 
 async def get_payments(uow: UnitOfWork, tenant_id: str, payment_ids: Sequence[str]) -> list[Any]:
-    if not payment_ids:
-        return []
-    return list(
-        await uow.fetch_all(
-            sa.select(payments).where(
-                payments.c.tenant_id == tenant_id, payments.c.id.in_(payment_ids)
-            )
-        )
-    )
+    return await fetch_by_ids(uow, payments, tenant_id, payment_ids)
 
 
 async def lock_pending(uow: UnitOfWork, tenant_id: str, payment_ids: Sequence[str]) -> set[str]:
     """Lock those of the payments that are still pending; their ids."""
-    rows = await uow.fetch_all(
-        sa.select(payments.c.id)
-        .where(
-            payments.c.tenant_id == tenant_id,
-            payments.c.id.in_(payment_ids),
-            payments.c.status == "pending",
-        )
-        .order_by(payments.c.id)
-        .with_for_update()
+    rows = await fetch_by_ids(
+        uow, payments, tenant_id, payment_ids, payments.c.status == "pending", for_update=True
     )
     return {row.id for row in rows}

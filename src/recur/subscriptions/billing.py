@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
+from recur.kit.db import fetch_by_ids
 from recur.orders.schemas import Order, OrderLineDraft, SubscriptionOrderDraft
 from recur.subscriptions import changes as plan_changes
 from recur.subscriptions import coupons, tax_rates
@@ -165,12 +166,7 @@ class _Row(dict[str, Any]):
 
 
 async def _locked(uow: Any, tenant_id: str, ids: Sequence[str]) -> dict[str, Any]:
-    rows = await uow.fetch_all(
-        sa.select(subscriptions)
-        .where(subscriptions.c.tenant_id == tenant_id, subscriptions.c.id.in_(ids))
-        .order_by(subscriptions.c.id)
-        .with_for_update()
-    )
+    rows = await fetch_by_ids(uow, subscriptions, tenant_id, ids, for_update=True)
     return {row.id: row for row in rows}
 
 
@@ -427,8 +423,10 @@ async def run(
     now: datetime | None = None,
     batch_size: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    on_actions: Callable[[dict[str, Action]], None] | None = None,
 ) -> BillRunResult:
-    """Carry out everything due up to `now` (the real time, or a test clock's)."""
+    """Carry out everything due up to `now` (the real time, or a test clock's).
+    `on_progress` hears each batch's size, `on_actions` what was done to each (for metrics)."""
     now = now or rt.clock.now()
     batch_size = batch_size or rt.settings.bill_run_batch_size
     result = BillRunResult()
@@ -451,6 +449,8 @@ async def run(
             result.count(action)
         if on_progress is not None:
             on_progress(len(claimed))
+        if on_actions is not None:
+            on_actions(actions)
 
 
 async def count_due(

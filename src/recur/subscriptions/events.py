@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from recur.kit.db import fetch_by_ids
 from recur.kit.events import Event, EventBus
 from recur.payments.schemas import DunningExhausted
 from recur.subscriptions import billing
@@ -135,12 +134,12 @@ def subscribe(bus: EventBus, rt: Runtime) -> None:
                 if e.tenant_id == tenant_id and e.payload.get("subscription_id")
             }
             if ids:
-                rows = await uow.fetch_all(
-                    sa.select(subscriptions.c.id).where(
-                        subscriptions.c.tenant_id == tenant_id,
-                        subscriptions.c.id.in_(ids),
-                        subscriptions.c.status.in_(("incomplete", "past_due", "unpaid")),
-                    )
+                rows = await fetch_by_ids(
+                    uow,
+                    subscriptions,
+                    tenant_id,
+                    ids,
+                    subscriptions.c.status.in_(("incomplete", "past_due", "unpaid")),
                 )
                 waiting.update((tenant_id, row.id) for row in rows)
         for event in events:
