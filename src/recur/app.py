@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from recur.customers import api as customers_api
@@ -22,11 +21,13 @@ from recur.gateway.middleware import (
 )
 from recur.gateway.ratelimit import MemoryTokenBucket, RateLimiter, RedisTokenBucket
 from recur.kit.http import install_error_handlers
+from recur.operations import instrument_process, metered_bill_run
 from recur.orders import api as orders_api
 from recur.payments import api as payments_api
 from recur.payments import dunning_api
 from recur.runtime import Runtime
-from recur.subscriptions import adjustments_api, billing
+from recur.settings import Settings
+from recur.subscriptions import adjustments_api
 from recur.subscriptions import api as subscriptions_api
 
 log = logging.getLogger("recur.app")
@@ -44,18 +45,22 @@ async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str
             log.exception("scheduled %s failed", name)
 
 
-def create_app(rt: Runtime) -> FastAPI:
-    """The whole public API behind the gateway's middleware."""
-    settings = rt.settings
-    limiter: RateLimiter
+def rate_limiter(settings: Settings) -> RateLimiter:
+    """The token buckets of API keys: in Redis when configured (shared by every process),
+    else in this process's memory."""
     if settings.redis_url:
-        limiter = RedisTokenBucket(
+        return RedisTokenBucket(
             Redis.from_url(settings.redis_url),
             settings.rate_limit_per_second,
             settings.rate_limit_burst,
         )
-    else:
-        limiter = MemoryTokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+    return MemoryTokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    """The whole public API behind the gateway's middleware."""
+    settings = rt.settings
+    limiter = rate_limiter(settings)
     ttl = timedelta(hours=settings.idempotency_ttl_hours)
 
     @contextlib.asynccontextmanager
@@ -65,7 +70,11 @@ def create_app(rt: Runtime) -> FastAPI:
             idempotency = IdempotencyMiddleware(app, rt.db, rt.clock, ttl)
             tasks = [
                 asyncio.create_task(
-                    _every(settings.bill_run_interval_seconds, lambda: billing.run(rt), "bill run")
+                    _every(
+                        settings.bill_run_interval_seconds,
+                        metered_bill_run(rt, app.state.metrics),
+                        "bill run",
+                    )
                 ),
                 asyncio.create_task(
                     _every(
@@ -116,13 +125,11 @@ def create_app(rt: Runtime) -> FastAPI:
     ):
         app.include_router(router)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
     # Added innermost first: a request meets RequestId, Auth, InputGuard, then Idempotency.
     app.add_middleware(IdempotencyMiddleware, db=rt.db, clock=rt.clock, ttl=ttl)
     app.add_middleware(InputGuardMiddleware)
     app.add_middleware(AuthMiddleware, resolver=KeyResolver(rt.db), limiter=limiter)
     app.add_middleware(RequestIdMiddleware)
+    # /healthz, /readyz, /metrics, and the request metrics, counted outside everything else.
+    instrument_process(app, rt)
     return app

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from recur.customers import events as customer_events
 from recur.customers import service as customer_service
 from recur.customers.client import CustomersClient
+from recur.customers.http import HttpCustomersClient
 from recur.customers.local import LocalCustomersClient
 from recur.kit.clock import Clock, SystemClock
 from recur.kit.db import Database, UnitOfWork
 from recur.kit.events import EventBus
+from recur.kit.service_client import ServiceClient, ServiceSession
 from recur.orders import events as order_events
 from recur.orders import service as order_service
 from recur.orders.client import OrdersClient
+from recur.orders.http import HttpOrdersClient
 from recur.orders.local import LocalOrdersClient
 from recur.payments import events as payment_events
 from recur.payments import service as payment_service
 from recur.payments.client import PaymentsClient
+from recur.payments.http import HttpPaymentsClient
 from recur.payments.local import LocalPaymentsClient
 from recur.settings import Settings
 from recur.subscriptions import events as subscription_events
 from recur.subscriptions import service as subscription_service
 from recur.subscriptions.client import SubscriptionsClient
+from recur.subscriptions.http import HttpSubscriptionsClient
 from recur.subscriptions.local import LocalSubscriptionsClient
 
 
@@ -36,25 +42,55 @@ class Runtime:
     subscriptions: SubscriptionsClient = field(init=False)
     orders: OrdersClient = field(init=False)
     payments: PaymentsClient = field(init=False)
+    # The one HTTP session to the services this process reaches over HTTP (distributed mode).
+    upstream: ServiceSession | None = None
 
     def uow(self) -> UnitOfWork:
         """A new transaction; its events reach the bus after it commits."""
         return UnitOfWork(self.db, self.bus)
 
     async def close(self) -> None:
+        if self.upstream is not None:
+            await self.upstream.close()
         await self.db.dispose()
 
 
-def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
-    """Everything embedded mode needs: all four services in this process, on one database."""
+def build_runtime(
+    settings: Settings, clock: Clock | None = None, *, local_services: Collection[str] = ()
+) -> Runtime:
+    """One process's runtime. Embedded (the default): all four services in this process, on
+    one database. Distributed: the services named in `settings.service_urls` are reached over
+    HTTP, except those in `local_services` (the one this process serves), which run here."""
     clock = clock or SystemClock()
     db = Database(settings.database_url)
     bus = EventBus(db, clock)
     rt = Runtime(settings=settings, db=db, clock=clock, bus=bus)
-    rt.customers = LocalCustomersClient(rt)
-    rt.subscriptions = LocalSubscriptionsClient(rt)
-    rt.orders = LocalOrdersClient(rt)
-    rt.payments = LocalPaymentsClient(rt)
+    remote = {n: url for n, url in settings.service_urls.items() if n not in local_services}
+    if remote:
+        rt.upstream = ServiceSession(settings.service_timeout_seconds)
+
+    def upstream(name: str) -> ServiceClient:
+        assert rt.upstream is not None
+        return ServiceClient(name, remote[name], rt.upstream, settings.internal_token)
+
+    rt.customers = (
+        HttpCustomersClient(upstream("customers"))
+        if "customers" in remote
+        else LocalCustomersClient(rt)
+    )
+    rt.subscriptions = (
+        HttpSubscriptionsClient(upstream("subscriptions"))
+        if "subscriptions" in remote
+        else LocalSubscriptionsClient(rt)
+    )
+    rt.orders = (
+        HttpOrdersClient(upstream("orders")) if "orders" in remote else LocalOrdersClient(rt)
+    )
+    rt.payments = (
+        HttpPaymentsClient(upstream("payments"))
+        if "payments" in remote
+        else LocalPaymentsClient(rt)
+    )
     for outbox in (
         customer_service.OUTBOX,
         subscription_service.OUTBOX,

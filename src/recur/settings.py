@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SERVICE_NAMES = ("customers", "subscriptions", "orders", "payments")
 
 
 class Settings(BaseSettings):
@@ -25,3 +29,43 @@ class Settings(BaseSettings):
     bill_run_batch_size: int = Field(default=200, ge=1, le=10_000)
 
     log_level: str = "INFO"
+    # `json`: one JSON object per line (time, level, logger, message, request_id, exception),
+    # for a log pipeline; `text` for people.
+    log_format: Literal["text", "json"] = "text"
+
+    # Distributed mode: the services this process reaches over HTTP, as
+    # `customers=http://127.0.0.1:8101,orders=http://127.0.0.1:8103`; the rest run in-process.
+    service_urls: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # The shared secret of the services' internal endpoints; every service process needs it.
+    internal_token: str | None = Field(default=None, min_length=16)
+    service_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("internal_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("service_urls", mode="before")
+    @classmethod
+    def _parse_service_urls(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        urls = {}
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, url = entry.partition("=")
+            name, url = name.strip(), url.strip().rstrip("/")
+            if not sep or name not in SERVICE_NAMES or not url.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"{entry!r}: expected NAME=http://host:port with NAME one of "
+                    + ", ".join(SERVICE_NAMES)
+                )
+            urls[name] = url
+        return urls
+
+    @field_validator("service_urls")
+    @classmethod
+    def _known_services(cls, urls: dict[str, str]) -> dict[str, str]:
+        unknown = set(urls) - set(SERVICE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown services {sorted(unknown)}: known are {SERVICE_NAMES}")
+        return {name: url.rstrip("/") for name, url in urls.items()}

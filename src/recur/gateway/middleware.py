@@ -6,7 +6,6 @@ all three: plain ASGI adds no task or stream copy per request.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import re
 from datetime import timedelta
@@ -23,10 +22,9 @@ from recur.kit.clock import Clock
 from recur.kit.db import Database, UnitOfWork, insert_ignoring_conflicts
 from recur.kit.http import error_body
 from recur.kit.ids import new_id
+from recur.kit.request_id import request_id_var
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-
-PUBLIC_PATHS = ("/docs", "/redoc", "/openapi.json", "/healthz", "/readyz")
+PUBLIC_PATHS = ("/docs", "/redoc", "/openapi.json", "/healthz", "/readyz", "/metrics")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
 
 
@@ -247,18 +245,27 @@ class IdempotencyMiddleware:
             chunk, body = body, b""
             return {"type": "http.request", "body": chunk, "more_body": False}
 
+        settled = False
+
         async def capture(message: Message) -> None:
+            nonlocal settled
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
                 captured["headers"] = message.get("headers", [])
             elif message["type"] == "http.response.body":
                 captured["body"] += message.get("body", b"")
+                if not message.get("more_body", False):
+                    # Stored before the client has the whole response: a replay it sends as
+                    # soon as it has read it finds the key answered, not still in flight.
+                    settled = True
+                    await self._settle(tenant_id, key, captured)
             await send(message)
 
         try:
             await self.app(scope, replay_receive, capture)
         finally:
-            await self._settle(tenant_id, key, captured)
+            if not settled:
+                await self._settle(tenant_id, key, captured)
 
     async def _claim(self, tenant_id: str, key: str, digest: str) -> Any:
         """Insert the key as in flight; return the stored row when the key was used before."""

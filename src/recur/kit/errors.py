@@ -56,3 +56,11 @@ class RateLimited(RecurError):
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ServiceUnavailable(Exception):
+    """Another Recur service could not answer (down, timed out, refused our internal token).
+
+    Not a RecurError: the caller can do nothing about it but try again later, so it leaves
+    as a 503, never as a 4xx that would blame the request.
+    """

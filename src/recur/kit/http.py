@@ -19,6 +19,7 @@ from recur.kit.errors import (
     PaymentDeclined,
     RateLimited,
     RecurError,
+    ServiceUnavailable,
     Unauthenticated,
 )
 
@@ -91,6 +92,13 @@ async def _on_data_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=400)
 
 
+async def _on_service_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    # Another service could not answer: ours to fix, and worth retrying, never the caller's 4xx.
+    log.warning("service unavailable: %s", exc)
+    body = error_body("api_error", "service_unavailable", "a Recur service is unavailable")
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+
 async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=exc)
     return JSONResponse(error_body("api_error", "internal_error", "internal error"), 500)
@@ -102,6 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(DataError, _on_data_error)
+    app.add_exception_handler(ServiceUnavailable, _on_service_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -1,0 +1,106 @@
+"""The customers client of the distributed mode: the same calls, over HTTP to the Customer
+Information Service's internal endpoints (see `internal_api.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import TypeAdapter
+
+from recur.customers.schemas import BalanceTransaction, CreditRequest, CreditType, Customer
+from recur.kit.service_client import ServiceClient
+
+_CUSTOMER = TypeAdapter(Customer)
+_CUSTOMERS = TypeAdapter(dict[str, Customer])
+_BALANCE_TRANSACTION = TypeAdapter(BalanceTransaction)
+_AMOUNT = TypeAdapter(int)
+_AMOUNTS = TypeAdapter(dict[str, int])
+
+
+class HttpCustomersClient:
+    def __init__(self, upstream: ServiceClient):
+        self._call = upstream.call
+
+    async def get(self, tenant_id: str, customer_id: str) -> Customer:
+        body = {"tenant_id": tenant_id, "customer_id": customer_id}
+        return await self._call("get", body, _CUSTOMER)
+
+    async def get_many(self, tenant_id: str, customer_ids: Sequence[str]) -> dict[str, Customer]:
+        if not customer_ids:
+            return {}
+        body = {"tenant_id": tenant_id, "customer_ids": list(customer_ids)}
+        return await self._call("get-many", body, _CUSTOMERS)
+
+    async def get_by_number(self, tenant_id: str, number: int) -> Customer:
+        body = {"tenant_id": tenant_id, "number": number}
+        return await self._call("get-by-number", body, _CUSTOMER)
+
+    async def adopt_currency(self, tenant_id: str, customer_id: str, currency: str) -> Customer:
+        body = {"tenant_id": tenant_id, "customer_id": customer_id, "currency": currency}
+        return await self._call("adopt-currency", body, _CUSTOMER)
+
+    async def set_default_payment_method_if_unset(
+        self, tenant_id: str, customer_id: str, payment_method_id: str
+    ) -> Customer:
+        body = {
+            "tenant_id": tenant_id,
+            "customer_id": customer_id,
+            "payment_method_id": payment_method_id,
+        }
+        return await self._call("set-default-payment-method-if-unset", body, _CUSTOMER)
+
+    async def set_default_payment_method(
+        self, tenant_id: str, customer_id: str, payment_method_id: str
+    ) -> Customer:
+        body = {
+            "tenant_id": tenant_id,
+            "customer_id": customer_id,
+            "payment_method_id": payment_method_id,
+        }
+        return await self._call("set-default-payment-method", body, _CUSTOMER)
+
+    async def grant_credit(
+        self,
+        tenant_id: str,
+        customer_id: str,
+        amount: int,
+        currency: str,
+        *,
+        type_: CreditType,
+        source_id: str,
+        description: str | None = None,
+    ) -> BalanceTransaction:
+        body = {
+            "tenant_id": tenant_id,
+            "customer_id": customer_id,
+            "amount": amount,
+            "currency": currency,
+            "type": type_,
+            "source_id": source_id,
+            "description": description,
+        }
+        return await self._call("grant-credit", body, _BALANCE_TRANSACTION)
+
+    async def apply_credit(
+        self, tenant_id: str, customer_id: str, order_id: str, currency: str, max_amount: int
+    ) -> int:
+        body = {
+            "tenant_id": tenant_id,
+            "customer_id": customer_id,
+            "order_id": order_id,
+            "currency": currency,
+            "max_amount": max_amount,
+        }
+        return await self._call("apply-credit", body, _AMOUNT)
+
+    async def apply_credits(
+        self, tenant_id: str, requests: Sequence[CreditRequest]
+    ) -> dict[str, int]:
+        if not requests:
+            return {}
+        body = {"tenant_id": tenant_id, "requests": list(requests)}
+        return await self._call("apply-credits", body, _AMOUNTS)
+
+    async def unapply_credit(self, tenant_id: str, customer_id: str, order_id: str) -> int:
+        body = {"tenant_id": tenant_id, "customer_id": customer_id, "order_id": order_id}
+        return await self._call("unapply-credit", body, _AMOUNT)
