@@ -30,10 +30,7 @@ KUBERNETES = DEPLOY / "kubernetes"
 # are given, as issue 4 specifies them. Each is checked against this spec instead of the CLI;
 # once the command exists, its entry must go (the test below fails until it does), and the
 # real CLI checks it from then on.
-PENDING_COMMANDS: dict[str, dict[str, type]] = {
-    # `recur gateway --port P --upstream NAME=URL,URL ...`: the production gateway of issue 4.
-    "gateway": {"--port": int, "--upstream": list},
-}
+PENDING_COMMANDS: dict[str, dict[str, type]] = {}
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:

@@ -89,6 +89,47 @@ def serve(
     )
 
 
+@app.command()
+def gateway(
+    host: Annotated[str | None, typer.Option(help="Default RECUR_HOST or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="Default RECUR_PORT or 8000")] = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A service's instances, NAME=URL,URL (repeat for each service); default "
+            "RECUR_GATEWAY_UPSTREAMS, else RECUR_SERVICE_URLS"
+        ),
+    ] = None,
+) -> None:
+    """Serve the public API as the gateway in front of the services' processes: API keys,
+    rate limits, and each request forwarded to a healthy instance of its service."""
+    import uvicorn
+
+    from recur.gateway_app import create_gateway_app, gateway_upstreams
+    from recur.runtime import build_runtime
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        upstreams = gateway_upstreams(settings, upstream)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--upstream") from error
+    if not settings.internal_token:
+        raise typer.BadParameter(
+            "the gateway needs RECUR_INTERNAL_TOKEN (16 characters or more), the secret it "
+            "hands the services with each request's tenant",
+            param_hint="--upstream",
+        )
+    application = create_gateway_app(build_runtime(settings), upstreams)
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+    )
+
+
 @keys_app.command("create")
 def create_key(
     tenant: Annotated[str, typer.Option(help="The tenant's name; created if new")],

@@ -1,11 +1,12 @@
 """One service as its own process (distributed mode): `recur serve --service NAME`.
 
 The process serves the service's public `/v1` routes, behind the same gateway middleware as the
-embedded app for now (API keys, tenants, rate limits, idempotency), and its internal endpoints
-(`/internal/<service>/...`), which answer the other services' HTTP clients and take the shared
-internal token instead of an API key. The two halves are two ASGI apps: the public one is
-mounted under the process's app, so its middleware and its OpenAPI document (`/docs`) never
-see the internal endpoints.
+embedded app (API keys, tenants, rate limits, idempotency; a request the gateway process
+forwards with the internal token comes with its tenant resolved and its rate limit spent),
+and its internal endpoints (`/internal/<service>/...`), which answer the other services' HTTP
+clients and take the shared internal token instead of an API key. The two halves are two ASGI
+apps: the public one is mounted under the process's app, so its middleware and its OpenAPI
+document (`/docs`) never see the internal endpoints.
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def create_service_app(rt: Runtime, name: str) -> FastAPI:
     public.add_middleware(IdempotencyMiddleware, db=rt.db, clock=rt.clock, ttl=ttl)
     public.add_middleware(InputGuardMiddleware)
     public.add_middleware(
-        AuthMiddleware, resolver=KeyResolver(rt.db), limiter=rate_limiter(settings)
+        AuthMiddleware,
+        resolver=KeyResolver(rt.db),
+        limiter=rate_limiter(settings),
+        internal_token=settings.internal_token,
     )
 
     @contextlib.asynccontextmanager

@@ -7,6 +7,7 @@ all three: plain ASGI adds no task or stream copy per request.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,12 @@ from recur.kit.db import Database, UnitOfWork, insert_ignoring_conflicts
 from recur.kit.http import error_body
 from recur.kit.ids import new_id
 from recur.kit.request_id import request_id_var
+from recur.kit.service_client import INTERNAL_TOKEN_HEADER
+
+# What the gateway process resolved from the API key, sent with the internal token to the
+# service it forwards the request to (and stripped from every request it receives).
+TENANT_HEADER = "X-Recur-Tenant-Id"
+API_KEY_ID_HEADER = "X-Recur-Api-Key-Id"
 
 PUBLIC_PATHS = ("/docs", "/redoc", "/openapi.json", "/healthz", "/readyz", "/metrics")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
@@ -143,15 +150,45 @@ async def _refuse_nul(send: Send) -> None:
 
 
 class AuthMiddleware:
-    """Resolves the tenant from the bearer key, then spends one token of the key's bucket."""
+    """Resolves the tenant from the bearer key, then spends one token of the key's bucket.
 
-    def __init__(self, app: ASGIApp, resolver: KeyResolver, limiter: RateLimiter):
+    With `internal_token` (a service's process), a request the gateway process forwards,
+    carrying that token and the tenant and key the gateway resolved, is taken as resolved:
+    the gateway has already checked the key and spent its token, and a second token spent here
+    would halve every key's rate limit."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        resolver: KeyResolver,
+        limiter: RateLimiter,
+        internal_token: str | None = None,
+    ):
         self.app = app
         self.resolver = resolver
         self.limiter = limiter
+        self._internal_token = internal_token.encode() if internal_token else None
+
+    def _resolved_by_gateway(self, scope: Scope) -> tuple[str, str] | None:
+        if self._internal_token is None:
+            return None
+        token = _header(scope, INTERNAL_TOKEN_HEADER.lower().encode())
+        tenant_id = _header(scope, TENANT_HEADER.lower().encode())
+        key_id = _header(scope, API_KEY_ID_HEADER.lower().encode())
+        if token is None or not tenant_id or not key_id:
+            return None
+        if not hmac.compare_digest(token.encode("latin-1"), self._internal_token):
+            return None
+        return tenant_id, key_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PATHS):
+            await self.app(scope, receive, send)
+            return
+        forwarded = self._resolved_by_gateway(scope)
+        if forwarded is not None:
+            state = scope.setdefault("state", {})
+            state["tenant_id"], state["api_key_id"] = forwarded
             await self.app(scope, receive, send)
             return
         auth = _header(scope, b"authorization") or ""

@@ -28,7 +28,10 @@ Metric names (the ones marked *reserved* are added by the gateway and the cache 
   delivered yet.
 - `recur_outbox_oldest_undelivered_age_seconds` (gauge; service): the age of the oldest of
   them; 0 when none.
-- `recur_circuit_breaker_state` (gauge; upstream), *reserved*: 0 closed, 1 half-open, 2 open.
+- `recur_circuit_breaker_state` (gauge; upstream), *reserved*: 0 closed, 1 half-open, 2 open;
+  the gateway's label is one service instance, `customers=http://10.0.0.1:8101`.
+- `recur_upstream_requests_total` (counter; upstream, outcome), *reserved*: requests the
+  gateway sent to a service instance; `outcome` `ok`, `error` (5xx) or `unreachable`.
 - `recur_cache_requests_total` (counter; cache, result), *reserved*: cache lookups, `result`
   `hit` or `miss`.
 

@@ -47,8 +47,10 @@ async def create_subscription_orders(
     """The orders of many subscription periods, made once each, finalized, and paid from the
     customers' credit where they have some. In the order of `drafts`."""
     keyed = {(d.subscription_id, ensure_utc(d.period_start)): d for d in drafts}
-    for _ in range(_ATTEMPTS):
-        made = await _create_missing(rt, tenant_id, keyed)
+    for attempt in range(_ATTEMPTS):
+        # First as if none existed (the common case: a bill run's first pass at its periods),
+        # with no lookup; when some did exist, everything rolls back and they are looked up.
+        made = await _create_missing(rt, tenant_id, keyed, look_up=attempt > 0)
         if made is not None:
             break
     else:  # pragma: no cover - five concurrent runs in a row making the same periods
@@ -63,13 +65,13 @@ async def create_subscription_orders(
 
 
 async def _create_missing(
-    rt: Runtime, tenant_id: str, keyed: dict[Key, SubscriptionOrderDraft]
+    rt: Runtime, tenant_id: str, keyed: dict[Key, SubscriptionOrderDraft], *, look_up: bool
 ) -> dict[Key, Order] | None:
-    """Make the orders of the periods that have none; None when another run made one of them
-    while we worked (everything of ours rolled back)."""
+    """Make the orders of the periods that have none (all of them, unless `look_up`); None
+    when one of them existed after all (everything of ours rolled back)."""
     now = rt.clock.now()
     async with rt.uow() as uow:
-        existing = await repo.by_periods(uow, tenant_id, list(keyed))
+        existing = await repo.by_periods(uow, tenant_id, list(keyed)) if look_up else {}
         missing = [(key, draft) for key, draft in keyed.items() if key not in existing]
         if not missing:
             return {}
