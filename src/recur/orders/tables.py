@@ -49,6 +49,8 @@ orders = sa.Table(
     ),
     sa.Index("ix_orders_tenant_id", "tenant_id", "id"),
     sa.Index("ix_orders_tenant_customer", "tenant_id", "customer_id", "id"),
+    # The bill run looks periods' orders up by subscription alone (see repository.by_periods).
+    sa.Index("ix_orders_subscription_period", "subscription_id", "period_start"),
 )
 
 order_lines = sa.Table(
