@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -21,6 +22,11 @@ keys_app = typer.Typer(help="API keys and tenants.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 bench_app = typer.Typer(help="Benchmarks, on the configured database.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+cluster_app = typer.Typer(
+    help="A whole distributed topology on loopback (PostgreSQL), for a demo and for tests.",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
 console = Console()
 
 
@@ -271,6 +277,56 @@ def bench_bill_run(
     )
     if result.errors or result.renewed != result.subscriptions:
         raise typer.Exit(1)
+
+
+StateDir = Annotated[Path, typer.Option(help="Where the cluster's state file and logs are")]
+
+
+@cluster_app.command("up")
+def cluster_up(
+    instances: Annotated[int, typer.Option(min=1, max=32, help="Instances of every service")] = 1,
+    base_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="The gateways' ports, then the services' instances' (default: free ports)",
+        ),
+    ] = None,
+    state_dir: StateDir = Path(".recur-cluster"),
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for every process to be healthy")
+    ] = 60.0,
+) -> None:
+    """Migrate, then start K instances of every service, two gateways and a bill-run worker
+    as detached processes sharing a generated RECUR_INTERNAL_TOKEN; wait until all are
+    healthy and print the gateways' URLs."""
+    from recur.cluster import ClusterError, up
+
+    settings = _settings()
+    try:
+        urls = up(settings, instances, state_dir, base_port, timeout, console.print)
+    except ClusterError as error:
+        console.print(str(error), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from error
+    console.print(f"state and logs in {state_dir}; stop with `recur cluster down`")
+    for url in urls:
+        print(url)
+
+
+@cluster_app.command("down")
+def cluster_down(
+    state_dir: StateDir = Path(".recur-cluster"),
+    grace: Annotated[float, typer.Option(min=0, help="Seconds between SIGTERM and SIGKILL")] = 10.0,
+) -> None:
+    """Stop every process of the cluster that `recur cluster up` started."""
+    from recur.cluster import ClusterError, down
+
+    try:
+        down(state_dir, grace, console.print)
+    except ClusterError as error:
+        console.print(str(error), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from error
 
 
 @app.command()
