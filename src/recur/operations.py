@@ -42,6 +42,7 @@ def instrument_process(app: FastAPI, rt: Runtime, *, bill_run: bool = True) -> M
     this process serves the subscriptions (it owns the table the due-subscriptions gauge
     counts). The outbox gauges cover the outboxes this runtime's bus delivers."""
     metrics = Metrics()
+    rt.cache.instrument(metrics.registry)
     metrics.on_scrape(outbox_lag(metrics, rt.db, rt.clock, rt.bus.outboxes.values()))
     if bill_run:
 

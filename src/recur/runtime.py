@@ -10,6 +10,7 @@ from recur.customers import service as customer_service
 from recur.customers.client import CustomersClient
 from recur.customers.http import HttpCustomersClient
 from recur.customers.local import LocalCustomersClient
+from recur.kit.cache import Cache
 from recur.kit.clock import Clock, SystemClock
 from recur.kit.db import Database, UnitOfWork
 from recur.kit.events import EventBus
@@ -45,6 +46,11 @@ class Runtime:
     # The one HTTP session to the services this process reaches over HTTP (distributed mode).
     upstream: ServiceSession | None = None
 
+    @property
+    def cache(self) -> Cache:
+        """Customer and plan reads, in Redis when `redis_url` is set; disabled otherwise."""
+        return self.bus.cache
+
     def uow(self) -> UnitOfWork:
         """A new transaction; its events reach the bus after it commits."""
         return UnitOfWork(self.db, self.bus)
@@ -52,6 +58,7 @@ class Runtime:
     async def close(self) -> None:
         if self.upstream is not None:
             await self.upstream.close()
+        await self.bus.cache.close()
         await self.db.dispose()
 
 
@@ -63,7 +70,7 @@ def build_runtime(
     HTTP, except those in `local_services` (the one this process serves), which run here."""
     clock = clock or SystemClock()
     db = Database(settings.database_url)
-    bus = EventBus(db, clock)
+    bus = EventBus(db, clock, cache=Cache.from_url(settings.redis_url))
     rt = Runtime(settings=settings, db=db, clock=clock, bus=bus)
     remote = {n: url for n, url in settings.service_urls.items() if n not in local_services}
     if remote:

@@ -35,6 +35,18 @@ def to_customer(row: Any) -> Customer:
     )
 
 
+def cache_key(tenant_id: str, customer_id: str) -> str:
+    """The cache key of a customer as `Customer` JSON."""
+    return f"customer:{tenant_id}:{customer_id}"
+
+
+def _forget_cached(uow: UnitOfWork, tenant_id: str, customer_id: str) -> None:
+    """Every write to the customers table calls this: the cached customer goes after commit."""
+    key = cache_key(tenant_id, customer_id)
+    cache = uow.cache
+    uow.after_commit(lambda: cache.delete(key))
+
+
 async def next_customer_number(uow: UnitOfWork, tenant_id: str) -> int:
     return await next_number(uow, counters, tenant_id, "customer")
 
@@ -85,6 +97,7 @@ async def record_balance_change(
         .where(customers.c.tenant_id == values["tenant_id"], customers.c.id == customer_id)
         .values(balance=ending_balance, updated=values["created"])
     )
+    _forget_cached(uow, values["tenant_id"], customer_id)
 
 
 async def balance_page(
@@ -109,6 +122,7 @@ async def update(uow: UnitOfWork, tenant_id: str, customer_id: str, values: dict
         .where(customers.c.tenant_id == tenant_id, customers.c.id == customer_id)
         .values(**values)
     )
+    _forget_cached(uow, tenant_id, customer_id)
 
 
 async def clear_default_payment_method(
@@ -123,6 +137,7 @@ async def clear_default_payment_method(
         )
         .values(default_payment_method_id=None, updated=at)
     )
+    _forget_cached(uow, tenant_id, customer_id)
 
 
 async def page(

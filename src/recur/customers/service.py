@@ -87,18 +87,44 @@ async def create_customer(rt: Runtime, tenant_id: str, params: CustomerCreate) -
 
 
 async def get_customer(rt: Runtime, tenant_id: str, customer_id: str) -> Customer:
-    """One customer of the tenant; NotFound for any other id."""
+    """One customer of the tenant; NotFound for any other id. Read through the cache."""
+    key = repo.cache_key(tenant_id, customer_id)
+    cached = await rt.cache.get(key)
+    if cached.value is not None:
+        return Customer.model_validate(cached.value)
     async with rt.uow() as uow:
-        return await _load(uow, tenant_id, customer_id)
+        customer = await _load(uow, tenant_id, customer_id)
+    await rt.cache.set(key, customer.model_dump(mode="json"), cached.version)
+    return customer
 
 
 async def get_customers(
     rt: Runtime, tenant_id: str, customer_ids: Sequence[str]
 ) -> dict[str, Customer]:
-    """The tenant's customers of these ids that exist, by id."""
-    async with rt.uow() as uow:
-        rows = await repo.get_many(uow, tenant_id, customer_ids)
-    return {row.id: repo.to_customer(row) for row in rows}
+    """The tenant's customers of these ids that exist, by id. Read through the cache."""
+    ids = list(dict.fromkeys(customer_ids))
+    if not ids:
+        return {}
+    keys = [repo.cache_key(tenant_id, i) for i in ids]
+    entries = dict(zip(ids, await rt.cache.get_many(keys), strict=True))
+    found = {
+        i: Customer.model_validate(entry.value)
+        for i, entry in entries.items()
+        if entry.value is not None
+    }
+    missing = [i for i in ids if i not in found]
+    if missing:
+        async with rt.uow() as uow:
+            rows = await repo.get_many(uow, tenant_id, missing)
+        loaded = {row.id: repo.to_customer(row) for row in rows}
+        found.update(loaded)
+        await rt.cache.set_many(
+            [
+                (repo.cache_key(tenant_id, i), c.model_dump(mode="json"), entries[i].version)
+                for i, c in loaded.items()
+            ]
+        )
+    return found
 
 
 async def get_customer_by_number(rt: Runtime, tenant_id: str, number: int) -> Customer:

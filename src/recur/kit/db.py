@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from recur.kit.cache import DISABLED, Cache
+
 if TYPE_CHECKING:
     from recur.kit.events import Event, EventBus
 
@@ -130,6 +132,8 @@ class UnitOfWork:
         self._conn: AsyncConnection | None = None
         self.pending_events: list[Event] = []
         self._after_commit: list[Callable[[], Awaitable[object]]] = []
+        # Values cached from what this transaction changes are dropped after it commits.
+        self.cache: Cache = bus.cache if bus is not None else DISABLED
 
     @property
     def conn(self) -> AsyncConnection:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from recur.kit.cache import DISABLED, Cache
 from recur.kit.db import UTCDateTime, insert_ignoring_conflicts
 from recur.kit.ids import new_id
 
@@ -139,6 +140,8 @@ class EventBus:
     clock: Clock
     outboxes: dict[str, Outbox] = field(default_factory=dict)
     consumers: dict[str, list[Consumer]] = field(default_factory=lambda: defaultdict(list))
+    # The cache the units of work of this process invalidate after they commit.
+    cache: Cache = field(default_factory=lambda: DISABLED)
 
     def add_outbox(self, outbox: Outbox) -> None:
         self.outboxes[outbox.service] = outbox

@@ -96,12 +96,24 @@ async def create_plan(rt: Runtime, tenant_id: str, params: PlanCreate) -> Plan:
 
 
 async def get_plan(rt: Runtime, tenant_id: str, plan_id: str) -> Plan:
-    """One plan of the tenant."""
+    """One plan of the tenant. Read through the cache: a plan is never changed once created;
+    whatever comes to change one deletes `plan_cache_key` after its commit."""
+    key = plan_cache_key(tenant_id, plan_id)
+    cached = await rt.cache.get(key)
+    if cached.value is not None:
+        return Plan.model_validate(cached.value)
     async with rt.uow() as uow:
         row = await repo.get_plan(uow, tenant_id, plan_id)
     if row is None:
         raise NotFound(f"no such plan: {plan_id}", param="plan_id")
-    return repo.to_plan(row)
+    plan = repo.to_plan(row)
+    await rt.cache.set(key, plan.model_dump(mode="json"), cached.version)
+    return plan
+
+
+def plan_cache_key(tenant_id: str, plan_id: str) -> str:
+    """The cache key of a plan as `Plan` JSON."""
+    return f"plan:{tenant_id}:{plan_id}"
 
 
 async def list_plans(

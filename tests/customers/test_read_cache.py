@@ -1,0 +1,166 @@
+"""Customer and plan reads served from Redis: never stale after a committed change, and still
+answered by the database when Redis is unreachable."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from redis.asyncio import Redis
+
+from recur.app import create_app
+from recur.gateway.keys import create_key
+from recur.runtime import Runtime, build_runtime
+from recur.settings import Settings
+
+CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        scheduler_enabled=False,
+        rate_limit_per_second=1000,
+        rate_limit_burst=1000,
+    )
+
+
+@pytest.fixture
+def customer_selects(runtime: Runtime) -> Iterator[list[str]]:
+    """The SELECTs of the customers table this runtime's database runs."""
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        text = " ".join(statement.split()).lower()
+        if text.startswith("select") and re.search(r"from (\S+\.)?\"?customers\"?( |$)", text):
+            seen.append(text)
+
+    engine = runtime.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", note)
+    yield seen
+    sa.event.remove(engine, "before_cursor_execute", note)
+
+
+async def _read(api: httpx.AsyncClient, path: str) -> dict[str, Any]:
+    response = await api.get(path)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_a_customer_read_is_served_from_redis(
+    api: httpx.AsyncClient, runtime: Runtime, redis_url: str, customer_selects: list[str]
+) -> None:
+    created = (await api.post("/v1/customers", json={"name": "Ada"})).json()
+    path = f"/v1/customers/{created['id']}"
+    customer_selects.clear()
+    first = await _read(api, path)
+    assert customer_selects  # the first read went to the database
+    redis = Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in redis.scan_iter(f"recur:cache:customer:*:{created['id']}")]
+        assert len(keys) == 1
+    finally:
+        await redis.aclose()
+    customer_selects.clear()
+    assert await _read(api, path) == first
+    assert customer_selects == []
+
+
+async def test_every_customer_change_is_seen_by_the_next_read(api: httpx.AsyncClient) -> None:
+    customer = (await api.post("/v1/customers", json={"name": "Ada"})).json()
+    path = f"/v1/customers/{customer['id']}"
+    assert (await _read(api, path))["name"] == "Ada"
+
+    # An update.
+    assert (await api.patch(path, json={"name": "Ada L."})).status_code == 200
+    assert (await _read(api, path))["name"] == "Ada L."
+
+    # A credit: the balance, and the currency the customer adopts with it.
+    credit = await api.post(f"{path}/credits", json={"amount": 500, "currency": "USD"})
+    assert credit.status_code == 200, credit.text
+    seen = await _read(api, path)
+    assert (seen["balance"], seen["currency"]) == (500, "USD")
+
+    # The first card becomes the default; another one made the default by an update.
+    first = await api.post(f"{path}/payment-methods", json={"card": CARD})
+    assert first.status_code == 200, first.text
+    assert (await _read(api, path))["default_payment_method_id"] == first.json()["id"]
+    second = (await api.post(f"{path}/payment-methods", json={"card": CARD})).json()
+    assert (await api.patch(path, json={"default_payment_method_id": second["id"]})).is_success
+    assert (await _read(api, path))["default_payment_method_id"] == second["id"]
+
+    # Detaching the default clears it (the customers service learns it from an event).
+    detached = await api.delete(f"{path}/payment-methods/{second['id']}")
+    assert detached.status_code == 200, detached.text
+    assert (await _read(api, path))["default_payment_method_id"] is None
+
+
+async def test_plan_reads_are_cached_and_never_stale(
+    api: httpx.AsyncClient, runtime: Runtime, redis_url: str
+) -> None:
+    missing = await api.get("/v1/plans/plan_missing")
+    assert missing.status_code == 404  # a miss is not cached
+    product = (await api.post("/v1/products", json={"name": "Pro"})).json()
+    body = {"product_id": product["id"], "currency": "USD", "amount": 900, "interval": "month"}
+    plan = (await api.post("/v1/plans", json=body)).json()
+    assert await _read(api, f"/v1/plans/{plan['id']}") == plan
+    redis = Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in redis.scan_iter(f"recur:cache:plan:*:{plan['id']}")]
+        assert len(keys) == 1
+    finally:
+        await redis.aclose()
+    assert await _read(api, f"/v1/plans/{plan['id']}") == plan
+    # A change to a plan deletes its key after commit; the next read sees the database.
+    tenant_id = keys[0].decode().split(":")[3]
+    async with runtime.uow() as uow:
+        from recur.subscriptions.catalog import plan_cache_key
+        from recur.subscriptions.tables import plans
+
+        await uow.execute(sa.update(plans).where(plans.c.id == plan["id"]).values(amount=1200))
+        key = plan_cache_key(tenant_id, plan["id"])
+        uow.after_commit(lambda: uow.cache.delete(key))
+        await uow.commit()
+    assert (await _read(api, f"/v1/plans/{plan['id']}"))["amount"] == 1200
+
+
+async def test_reads_work_with_redis_unreachable(database_url: str) -> None:
+    # Nothing listens on port 1: every cache call fails, and the database answers.
+    settings = Settings(
+        database_url=database_url,
+        redis_url="redis://127.0.0.1:1/0",
+        scheduler_enabled=False,
+        rate_limit_per_second=1000,
+        rate_limit_burst=1000,
+    )
+    rt = build_runtime(settings)
+    try:
+        issued = await create_key(rt.db, rt.clock, "acme")
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(rt)),
+            base_url="http://recur.test",
+            headers={"Authorization": f"Bearer {issued.secret}"},
+        ) as api:
+            customer = (await api.post("/v1/customers", json={"name": "Ada"})).json()
+            path = f"/v1/customers/{customer['id']}"
+            assert (await _read(api, path))["name"] == "Ada"
+            assert (await api.patch(path, json={"name": "Bea"})).status_code == 200
+            assert (await _read(api, path))["name"] == "Bea"
+            product = (await api.post("/v1/products", json={"name": "Pro"})).json()
+            body = {
+                "product_id": product["id"],
+                "currency": "USD",
+                "amount": 9,
+                "interval": "month",
+            }
+            plan = (await api.post("/v1/plans", json=body)).json()
+            assert await _read(api, f"/v1/plans/{plan['id']}") == plan
+    finally:
+        await rt.close()
