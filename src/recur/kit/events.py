@@ -50,7 +50,7 @@ class Event:
 Handler = Callable[["UnitOfWork", Event], Awaitable[None]]
 BatchHandler = Callable[["UnitOfWork", list[Event]], Awaitable[None]]
 
-# Events per delivery transaction (and per multi-row statement: SQLite allows 32766 variables).
+# Events per delivery transaction: a consumer's batch handler holds this many at once.
 DELIVERY_CHUNK = 1000
 
 

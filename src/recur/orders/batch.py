@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from recur.kit.events import Event
     from recur.runtime import Runtime
 
-# Rows per multi-row INSERT: SQLite allows 32766 variables, an order row has about 25.
-_INSERT_CHUNK = 500
 _ATTEMPTS = 5
 
 Key = tuple[str, datetime]
@@ -82,10 +80,8 @@ async def _create_missing(
             order_row, lines = _finalized_rows(tenant_id, draft, key, number, now)
             order_rows.append(order_row)
             line_rows.extend(lines)
-        for start in range(0, len(order_rows), _INSERT_CHUNK):
-            chunk = order_rows[start : start + _INSERT_CHUNK]
-            if len(await repo.insert_many_if_absent(uow, chunk)) != len(chunk):
-                return None
+        if len(await repo.insert_many_if_absent(uow, order_rows)) != len(order_rows):
+            return None
         await uow.insert_rows(order_lines, line_rows)
         lines_by_order: dict[str, list[Any]] = {row["id"]: [] for row in order_rows}
         for line in line_rows:
@@ -217,17 +213,23 @@ async def apply_payments(uow: UnitOfWork, events: list[Event], now: datetime) ->
             .values(amount_paid=sa.bindparam("_paid"), status="paid", paid_at=now, updated=now),
             [{"_id": row.id, "_paid": int(payment["amount"])} for _, payment, row in plain],
         )
-        paid = {(t, row.id): row for t, _, row in plain}
-        by_tenant: dict[str, list[str]] = {}
-        for tenant_id, order_id in paid:
-            by_tenant.setdefault(tenant_id, []).append(order_id)
+        # The orders as just written, from the rows locked above: no second read.
         entries = []
         changed: list[tuple[str, str, dict[str, Any]]] = []
-        for tenant_id, order_ids in by_tenant.items():
-            fresh = await repo.get_many(uow, tenant_id, order_ids)
-            lines = await repo.lines_of(uow, tenant_id, order_ids)
-            for row in fresh:
-                order = repo.to_order(row, lines[row.id])
+        for tenant_id in {t for t, _, _ in plain}:
+            ours = [(payment, row) for t, payment, row in plain if t == tenant_id]
+            lines = await repo.lines_of(uow, tenant_id, [row.id for _, row in ours])
+            for payment, row in ours:
+                paid_row = SimpleNamespace(
+                    **{
+                        **row._mapping,
+                        "amount_paid": int(payment["amount"]),
+                        "status": "paid",
+                        "paid_at": now,
+                        "updated": now,
+                    }
+                )
+                order = repo.to_order(paid_row, lines[row.id])
                 entries.append(service.payment_applied_entry(tenant_id, order, order.amount_paid))
                 changed.append((tenant_id, "order.paid", order.model_dump(mode="json")))
         await ledger.post_many(uow, order_ledger, entries, now)

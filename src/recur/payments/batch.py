@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 STRANDED_AFTER = timedelta(seconds=60)
 # Gateway calls under way at once; a real gateway answers in tens of milliseconds.
 GATEWAY_CONCURRENCY = 64
-# Rows per multi-row INSERT: SQLite allows 32766 variables, a payment row has 16.
-_INSERT_CHUNK = 1000
 
 
 async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -> list[OrderCharge]:
@@ -171,11 +169,9 @@ async def insert_pending(rt: Runtime, rows: list[dict[str, Any]]) -> set[str]:
     if not rows:
         return inserted
     async with rt.uow() as uow:
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            stmt = insert_ignoring_conflicts(uow.conn, payments).returning(payments.c.id)
-            inserted.update(
-                (await uow.execute(stmt, rows[start : start + _INSERT_CHUNK])).scalars()
-            )
+        # Executed for many rows: SQLAlchemy batches them into multi-row statements.
+        stmt = insert_ignoring_conflicts(uow.conn, payments).returning(payments.c.id)
+        inserted.update((await uow.execute(stmt, rows)).scalars())
         await uow.commit()
     return inserted
 
