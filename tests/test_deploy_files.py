@@ -217,7 +217,7 @@ def test_kubernetes_deployments_services_probes_and_autoscalers() -> None:
     [gateway] = [argv for argv in commands if argv[1] == "gateway"]
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     service_urls = Settings(service_urls=config["RECUR_SERVICE_URLS"]).service_urls
-    reached = {**{n: [u] for n, u in service_urls.items()}, **_upstreams(gateway)}
+    reached = {**service_urls, **_upstreams(gateway)}
     assert set(_upstreams(gateway)) == set(service_urls) == set(SERVICE_NAMES)
     for name, urls in reached.items():
         for url in urls:
@@ -244,7 +244,7 @@ def test_compose_services_ports_healthchecks_and_upstreams() -> None:
         assert commands[name][:4] == ["recur", "serve", "--service", name]
     environment = compose["gateway"]["environment"]
     service_urls = Settings(service_urls=environment["RECUR_SERVICE_URLS"]).service_urls
-    reached = {**{n: [u] for n, u in service_urls.items()}, **_upstreams(commands["gateway"])}
+    reached = {**service_urls, **_upstreams(commands["gateway"])}
     assert set(reached) == set(SERVICE_NAMES)
     for name, urls in reached.items():
         for url in urls:

@@ -62,7 +62,7 @@ async def test_verify_is_clean_on_honest_books(api, settings, monkeypatch) -> No
     await _books(api)
     code, output = await asyncio.to_thread(_verify, settings.database_url, monkeypatch)
     assert code == 0, output
-    assert output.count("ok ") == 7
+    assert output.count("ok ") == 8
 
 
 async def test_verify_names_what_was_tampered_with(api, runtime, settings, monkeypatch) -> None:

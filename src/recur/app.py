@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from recur.customers import api as customers_api
 from recur.gateway.keys import KeyResolver
@@ -24,7 +23,8 @@ from recur.kit.http import install_error_handlers
 from recur.operations import instrument_process, metered_bill_run
 from recur.orders import api as orders_api
 from recur.payments import api as payments_api
-from recur.payments import dunning_api
+from recur.payments import dunning_api, gateway_config_api, webhooks_api
+from recur.payments.reconcile import RECONCILE_EVERY_SECONDS, reconcile
 from recur.runtime import Runtime
 from recur.settings import Settings
 from recur.subscriptions import adjustments_api
@@ -49,10 +49,8 @@ def rate_limiter(settings: Settings) -> RateLimiter:
     """The token buckets of API keys: in Redis when configured (shared by every process),
     else in this process's memory."""
     if settings.redis_url:
-        return RedisTokenBucket(
-            Redis.from_url(settings.redis_url),
-            settings.rate_limit_per_second,
-            settings.rate_limit_burst,
+        return RedisTokenBucket.from_url(
+            settings.redis_url, settings.rate_limit_per_second, settings.rate_limit_burst
         )
     return MemoryTokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
 
@@ -84,6 +82,9 @@ def create_app(rt: Runtime) -> FastAPI:
                     )
                 ),
                 asyncio.create_task(
+                    _every(RECONCILE_EVERY_SECONDS, lambda: reconcile(rt), "payment reconciler")
+                ),
+                asyncio.create_task(
                     _every(
                         settings.outbox_sweep_interval_seconds,
                         rt.bus.redeliver_pending,
@@ -92,6 +93,9 @@ def create_app(rt: Runtime) -> FastAPI:
                 ),
                 asyncio.create_task(_every(3600, idempotency.purge_expired, "idempotency purge")),
             ]
+        if rt.bus.transport is not None:
+            # Events through Redis Streams: this process applies its services' share.
+            tasks.append(asyncio.create_task(rt.bus.consume_forever()))
         try:
             yield
         finally:
@@ -122,6 +126,10 @@ def create_app(rt: Runtime) -> FastAPI:
         payments_api.router,
         payments_api.seed_router,
         dunning_api.router,
+        gateway_config_api.gateway_router,
+        gateway_config_api.routing_router,
+        webhooks_api.webhook_router,
+        webhooks_api.operator_router,
     ):
         app.include_router(router)
 

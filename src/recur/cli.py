@@ -27,6 +27,10 @@ cluster_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(cluster_app, name="cluster")
+payments_app = typer.Typer(
+    help="Payments: settle what the gateways left unknown.", no_args_is_help=True
+)
+app.add_typer(payments_app, name="payments")
 console = Console()
 
 
@@ -161,6 +165,31 @@ def create_key(
     asyncio.run(run())
 
 
+@keys_app.command("revoke")
+def revoke_key(key_id: Annotated[str, typer.Argument(help="The key's id (key_...)")]) -> None:
+    """Revoke an API key for good. Running processes stop accepting it within
+    KEY_CACHE_SECONDS (their cache of resolved keys)."""
+    from recur.gateway.keys import KEY_CACHE_SECONDS
+    from recur.gateway.keys import revoke_key as revoke
+    from recur.kit.clock import SystemClock
+    from recur.kit.db import Database
+
+    async def run() -> bool:
+        db = Database(_settings().database_url)
+        try:
+            return await revoke(db, SystemClock(), key_id)
+        finally:
+            await db.dispose()
+
+    if not asyncio.run(run()):
+        console.print(f"no key {key_id} that is not revoked already", style="red", markup=False)
+        raise typer.Exit(1)
+    console.print(
+        f"key {key_id} revoked; running processes refuse it within {KEY_CACHE_SECONDS:.0f} s",
+        markup=False,
+    )
+
+
 @app.command("bill-run")
 def bill_run(
     workers: Annotated[
@@ -277,6 +306,145 @@ def bench_bill_run(
     )
     if result.errors or result.renewed != result.subscriptions:
         raise typer.Exit(1)
+
+
+@bench_app.command("api")
+def bench_api(
+    cluster: Annotated[
+        Path | None,
+        typer.Option(
+            help="The state directory of a running `recur cluster up` to drive (its rate limit "
+            "must allow the load); default: start one (1 instance per service), stop it after"
+        ),
+    ] = None,
+    connections: Annotated[
+        int, typer.Option(min=8, max=4096, help="wrk connections, a multiple of 8")
+    ] = 64,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds of each measured run")] = 20.0,
+    warmup: Annotated[
+        float, typer.Option(min=0, help="Seconds of warm-up, through the gateway and straight")
+    ] = 5.0,
+    customers: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Customers (with a card and a subscription)")
+    ] = 200,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Drive the public API with wrk: reads of customers and subscriptions and payment POSTs,
+    through the gateway and straight to the services, then payments alone through the
+    gateway; print requests/s, p50 and p99, and whether the targets are met. Any error
+    response fails it. Seeds a new tenant in the configured database."""
+    import json
+
+    from recur.bench_api import BenchError, describe
+    from recur.bench_api import bench_api as run_bench
+
+    settings = _settings()
+    progress = Console(stderr=True) if json_output else console
+
+    def say(line: str) -> None:
+        progress.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    say(
+        f"database {_redact(settings.database_url)}, "
+        f"redis {_redact(settings.redis_url) if settings.redis_url else '(none)'}"
+    )
+    try:
+        report = run_bench(
+            settings,
+            cluster=cluster,
+            connections=connections,
+            seconds=duration,
+            warmup_seconds=warmup,
+            customers=customers,
+            say=say,
+        )
+    except BenchError as error:
+        if error.report is not None:  # what was measured, the failed run included
+            if json_output:
+                print(json.dumps(error.report.to_json(), indent=2))
+            else:
+                for line in describe(error.report):
+                    say(line)
+        progress.print(str(error), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from error
+    if json_output:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in describe(report):
+            say(line)
+
+
+@bench_app.command("payment-faults")
+def bench_payment_faults(
+    payments: Annotated[int, typer.Option(min=1, max=100_000, help="How many orders to pay")],
+) -> None:
+    """Pay N orders through a sandbox that times out on 30% of charges and fails 10%, run the
+    reconciler until nothing is pending, and check that no order was charged twice and that
+    `recur verify` is clean. Seeds a new tenant in the configured database."""
+    from recur.bench_payments import bench_payment_faults as run_bench
+
+    settings = _settings()
+    console.print(f"database {_redact(settings.database_url)}")
+    report = run_bench(settings, payments, lambda line: console.print(line, markup=False))
+    for line in report.lines():
+        console.print(line, markup=False, highlight=False)
+    if (
+        report.max_charges_per_order > 1
+        or report.succeeded_without_charge
+        or report.pending_left
+        or report.verify_failures
+    ):
+        raise typer.Exit(1)
+
+
+@bench_app.command("payment-failover")
+def bench_payment_failover(
+    payments: Annotated[int, typer.Option(min=1, max=100_000, help="How many orders to pay")],
+    stripe_url: Annotated[
+        str | None,
+        typer.Option(help="Where stripe is reached (default: a loopback port refusing calls)"),
+    ] = None,
+) -> None:
+    """Pay N orders routed `stripe` then `sandbox` with stripe down, and check that every one
+    went through the sandbox, stripe's breaker opened, none was charged twice, none is left
+    pending and `recur verify` is clean. Seeds a new tenant in the configured database."""
+    from recur.bench_payments import bench_payment_failover as run_bench
+
+    settings = _settings()
+    console.print(f"database {_redact(settings.database_url)}")
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    report = run_bench(settings, payments, say, stripe_url)
+    for line in report.lines():
+        say(line)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@payments_app.command("reconcile")
+def payments_reconcile() -> None:
+    """Ask the gateways about every payment whose outcome is unknown (or whose process died
+    while charging it) and settle it; charge again only what certainly never arrived."""
+    from recur.payments.reconcile import ReconcileResult, reconcile_all
+    from recur.runtime import build_runtime
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> ReconcileResult:
+        rt = build_runtime(settings)
+        try:
+            return await reconcile_all(rt)
+        finally:
+            await rt.close()
+
+    result = asyncio.run(run())
+    console.print(
+        f"asked {result.asked}: succeeded {result.succeeded}, failed {result.failed}, "
+        f"charged again {result.retried}, left pending {result.left_pending}"
+    )
 
 
 StateDir = Annotated[Path, typer.Option(help="Where the cluster's state file and logs are")]

@@ -6,8 +6,9 @@ the instances (`recur gateway --upstream ...`) and waits for their `/healthz` an
 starts one bill-run worker: a small loop process running `recur bill-run` every
 RECUR_BILL_RUN_INTERVAL_SECONDS. Every process is detached in a process group of its own (so a
 Ctrl-C in the terminal that ran `up` reaches none of them, and stopping one stops what it
-started), shares one generated RECUR_INTERNAL_TOKEN and one RECUR_SERVICE_URLS (the first
-instance of each service), and logs to a file in the state directory. The state file there
+started), shares one generated RECUR_INTERNAL_TOKEN and one RECUR_SERVICE_URLS (every
+instance of each service, so a service's calls to another move on when one instance dies), and
+logs to a file in the state directory. The state file there
 (`cluster.json`: pids, ports, URLs, logs) is what `down` reads to stop them all.
 """
 
@@ -263,9 +264,13 @@ def up(
     state_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["RECUR_INTERNAL_TOKEN"] = secrets.token_hex(24)
-    env["RECUR_SERVICE_URLS"] = ",".join(
-        f"{name}=http://127.0.0.1:{ports[0]}" for name, ports in instance_ports.items()
-    )
+    # Every instance of every service: `customers=http://127.0.0.1:P1,http://127.0.0.1:P2,...`,
+    # the form the gateways' --upstream takes too.
+    upstreams = [
+        f"{name}=" + ",".join(f"http://127.0.0.1:{port}" for port in ports)
+        for name, ports in instance_ports.items()
+    ]
+    env["RECUR_SERVICE_URLS"] = ",".join(upstreams)
     env.pop("RECUR_GATEWAY_UPSTREAMS", None)  # the gateways are told every instance
     recur = recur_command()
 
@@ -295,10 +300,6 @@ def up(
         starter.write("starting", [])
         starter.wait_healthy([(p, f"{p.url}/healthz") for p in services], deadline)
 
-        upstreams = [
-            f"{name}=" + ",".join(f"http://127.0.0.1:{port}" for port in ports)
-            for name, ports in instance_ports.items()
-        ]
         upstream_args = [arg for upstream in upstreams for arg in ("--upstream", upstream)]
         gateways = [
             starter.spawn(

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from prometheus_client import Gauge
+from redis.exceptions import RedisError
 
 from recur.kit.observability import (
     Check,
@@ -44,6 +46,25 @@ def instrument_process(app: FastAPI, rt: Runtime, *, bill_run: bool = True) -> M
     metrics = Metrics()
     rt.cache.instrument(metrics.registry)
     metrics.on_scrape(outbox_lag(metrics, rt.db, rt.clock, rt.bus.outboxes.values()))
+    transport = rt.bus.transport
+    if transport is not None:
+        backlog = Gauge(
+            "recur_event_stream_backlog",
+            "Events of a service's stream a consumer group has not acknowledged yet "
+            "(read and pending, or not read).",
+            ("stream", "group"),
+            registry=metrics.registry,
+        )
+
+        async def stream_backlog() -> None:
+            try:
+                counts = await transport.pending()
+            except (RedisError, OSError):
+                return  # /readyz says Redis is down; the gauges keep their last values
+            for (service, group), count in counts.items():
+                backlog.labels(service, group).set(count)
+
+        metrics.on_scrape(stream_backlog)
     if bill_run:
 
         async def due_subscriptions() -> None:

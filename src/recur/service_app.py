@@ -35,8 +35,9 @@ from recur.operations import instrument_process, metered_bill_run
 from recur.orders import api as orders_api
 from recur.orders import internal_api as orders_internal
 from recur.payments import api as payments_api
-from recur.payments import dunning_api
+from recur.payments import dunning_api, gateway_config_api, webhooks_api
 from recur.payments import internal_api as payments_internal
+from recur.payments.reconcile import RECONCILE_EVERY_SECONDS, reconcile
 from recur.runtime import Runtime
 from recur.settings import SERVICE_NAMES
 from recur.subscriptions import adjustments_api
@@ -53,7 +54,15 @@ PUBLIC_ROUTERS: dict[str, tuple[APIRouter, ...]] = {
         subscriptions_api.test_clock_router,
     ),
     "orders": (orders_api.router,),
-    "payments": (payments_api.router, payments_api.seed_router, dunning_api.router),
+    "payments": (
+        payments_api.router,
+        payments_api.seed_router,
+        dunning_api.router,
+        gateway_config_api.gateway_router,
+        gateway_config_api.routing_router,
+        webhooks_api.webhook_router,
+        webhooks_api.operator_router,
+    ),
 }
 INTERNAL_ROUTERS: dict[str, APIRouter] = {
     "customers": customers_internal.router,
@@ -112,7 +121,11 @@ def create_service_app(rt: Runtime, name: str) -> FastAPI:
                         "dunning retries",
                     )
                 )
+                jobs.append((RECONCILE_EVERY_SECONDS, lambda: reconcile(rt), "payment reconciler"))
             tasks = [asyncio.create_task(_every(s, job, what)) for s, job, what in jobs]
+        if rt.bus.transport is not None:
+            # Events through Redis Streams: this process applies its services' share.
+            tasks.append(asyncio.create_task(rt.bus.consume_forever()))
         try:
             yield
         finally:

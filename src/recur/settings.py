@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICE_NAMES = ("customers", "subscriptions", "orders", "payments")
+# The payment gateways reached over HTTP, whose address RECUR_GATEWAY_BASE_URLS may change.
+GATEWAYS_WITH_BASE_URL = ("stripe", "adyen")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECUR_", extra="ignore")
+    # A bad value is named, never echoed: some settings are secrets (the internal token, the
+    # gateway credentials key).
+    model_config = SettingsConfigDict(
+        env_prefix="RECUR_", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -25,6 +33,17 @@ class Settings(BaseSettings):
     # How often the server runs the bill run and re-delivers events left in an outbox.
     bill_run_interval_seconds: float = Field(default=60.0, gt=0)
     outbox_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    # How events travel between processes. `auto`: through Redis Streams when this process is
+    # part of a distributed topology (`service_urls` set) and `redis_url` is set, in-process
+    # otherwise; `streams` insists on Redis; `inprocess` never uses it.
+    event_transport: Literal["auto", "streams", "inprocess"] = "auto"
+    # A stream entry read but not acknowledged for this long (its consumer died, or failed on
+    # it) is taken over by another consumer of the group.
+    event_claim_idle_seconds: float = Field(default=30.0, gt=0)
+    # After Redis lost its streams, the events of this many seconds are relayed again.
+    event_replay_window_seconds: float = Field(default=3600.0, gt=0)
+    # The streams' keys start with it: topologies sharing one Redis keep their events apart.
+    event_stream_prefix: str = Field(default="recur:events:", min_length=1)
     scheduler_enabled: bool = True
     bill_run_batch_size: int = Field(default=200, ge=1, le=10_000)
 
@@ -35,7 +54,10 @@ class Settings(BaseSettings):
 
     # Distributed mode: the services this process reaches over HTTP, as
     # `customers=http://127.0.0.1:8101,orders=http://127.0.0.1:8103`; the rest run in-process.
-    service_urls: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # A URL after a comma is one more instance of the service named before it
+    # (`customers=http://a:8101,http://b:8101,orders=...`, the form of RECUR_GATEWAY_UPSTREAMS):
+    # calls go round robin and move to another instance when one cannot be reached.
+    service_urls: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
     # The shared secret of the services' internal endpoints; every service process needs it.
     internal_token: str | None = Field(default=None, min_length=16)
     service_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -53,6 +75,63 @@ class Settings(BaseSettings):
     gateway_breaker_cooldown_seconds: float = Field(default=10.0, gt=0)
     gateway_connect_timeout_seconds: float = Field(default=2.0, gt=0)
 
+    # The key that encrypts payment gateways' credentials at rest: a Fernet key
+    # (`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`),
+    # or several, comma-separated, to rotate keys: the first encrypts, every one decrypts.
+    # Without it, only gateways with no credentials (sandbox, manual) can be configured.
+    gateway_credentials_key: SecretStr | None = None
+    # Where the HTTP payment gateways are reached instead of their real APIs, as
+    # `stripe=http://127.0.0.1:12111,adyen=http://127.0.0.1:8080` (stripe and adyen only): for a
+    # staging topology against a gateway's mock server (stripe-mock, say), or tests. Unset, each
+    # gateway is its real API (Adyen's test or live platform as the tenant's credentials say).
+    gateway_base_urls: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    @field_validator("gateway_credentials_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("gateway_credentials_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for position, key in enumerate(value.get_secret_value().split(","), start=1):
+                try:
+                    Fernet(key.strip())
+                except ValueError:
+                    raise ValueError(
+                        f"key {position} is not a Fernet key (32 url-safe base64-encoded bytes)"
+                    ) from None
+        return value
+
+    @field_validator("gateway_base_urls", mode="before")
+    @classmethod
+    def _parse_gateway_base_urls(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        urls: dict[str, str] = {}
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, url = (part.strip() for part in entry.partition("="))
+            if not sep:
+                raise ValueError(f"{entry!r} is not NAME=http://host:port")
+            urls[name] = url
+        return urls
+
+    @field_validator("gateway_base_urls")
+    @classmethod
+    def _known_gateways(cls, urls: dict[str, str]) -> dict[str, str]:
+        unknown = set(urls) - set(GATEWAYS_WITH_BASE_URL)
+        if unknown:
+            raise ValueError(
+                f"unknown gateways {sorted(unknown)}: a base URL is set only for "
+                + " and ".join(GATEWAYS_WITH_BASE_URL)
+            )
+        for name, url in urls.items():
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{name}: expected an http:// or https:// URL")
+        return {name: url.rstrip("/") for name, url in urls.items()}
+
     @field_validator("internal_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
@@ -61,19 +140,11 @@ class Settings(BaseSettings):
     @field_validator("service_urls", mode="before")
     @classmethod
     def _parse_service_urls(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        urls = {}
-        for entry in filter(None, (part.strip() for part in value.split(","))):
-            name, sep, url = entry.partition("=")
-            name, url = name.strip(), url.strip().rstrip("/")
-            if not sep or name not in SERVICE_NAMES or not url.startswith(("http://", "https://")):
-                raise ValueError(
-                    f"{entry!r}: expected NAME=http://host:port with NAME one of "
-                    + ", ".join(SERVICE_NAMES)
-                )
-            urls[name] = url
-        return urls
+        if isinstance(value, str):
+            return parse_upstreams([value])
+        if isinstance(value, dict):  # one URL (a str) or several per service
+            return {name: [urls] if isinstance(urls, str) else urls for name, urls in value.items()}
+        return value
 
     @field_validator("gateway_upstreams", mode="before")
     @classmethod
@@ -90,11 +161,15 @@ class Settings(BaseSettings):
 
     @field_validator("service_urls")
     @classmethod
-    def _known_services(cls, urls: dict[str, str]) -> dict[str, str]:
+    def _known_services(cls, urls: dict[str, list[str]]) -> dict[str, list[str]]:
         unknown = set(urls) - set(SERVICE_NAMES)
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}: known are {SERVICE_NAMES}")
-        return {name: url.rstrip("/") for name, url in urls.items()}
+        for name, instances in urls.items():
+            bad = [url for url in instances if not url.startswith(("http://", "https://"))]
+            if not instances or bad:
+                raise ValueError(f"{name}: expected one or more http:// URLs, got {instances}")
+        return {name: [url.rstrip("/") for url in instances] for name, instances in urls.items()}
 
 
 def parse_upstreams(values: list[str]) -> dict[str, list[str]]:

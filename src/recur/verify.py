@@ -160,7 +160,7 @@ async def receivables_not_matching_orders(uow: UnitOfWork) -> list[str]:
 async def gateway_cash_not_matching_payments(uow: UnitOfWork) -> list[str]:
     """Gateway cash accounts (`gateway_cash:<gateway>`, per tenant and currency) of the payments
     ledger that differ from the succeeded payments less the succeeded refunds through that
-    gateway. Named `tenant/account/currency`."""
+    gateway, less what disputes hold (open) or took (lost). Named `tenant/account/currency`."""
     prefix = "gateway_cash:"
     account = sa.literal(prefix, sa.String).concat(payments.c.gateway)
     moves = sa.union_all(
@@ -184,6 +184,9 @@ async def gateway_cash_not_matching_payments(uow: UnitOfWork) -> list[str]:
             )
         )
         .where(refunds.c.status == "succeeded"),
+        sa.select(
+            payments.c.tenant_id, account, payments.c.currency, payments.c.amount_disputed
+        ).where(payments.c.status == "succeeded", payments.c.dispute_status.in_(("open", "lost"))),
     ).subquery()
     rows = await uow.fetch_all(
         sa.select(moves.c.tenant_id, moves.c.account, moves.c.currency)
@@ -191,6 +194,55 @@ async def gateway_cash_not_matching_payments(uow: UnitOfWork) -> list[str]:
         .having(sa.func.sum(moves.c.amount) != 0)
     )
     return [f"{row.tenant_id}/{row.account}/{row.currency}" for row in rows]
+
+
+def _payments_account(account: str) -> sa.ColumnElement[int]:
+    """Debits minus credits of one account, in an aggregate over payments ledger lines."""
+    line = payments_ledger.c
+    return sa.func.coalesce(
+        sa.func.sum(sa.case((line.account == account, line.debit - line.credit), else_=0)), 0
+    )
+
+
+async def disputes_not_matching_ledger(uow: UnitOfWork) -> list[str]:
+    """Payments whose dispute accounts in the payments ledger differ from their dispute: an
+    open dispute holds `amount_disputed` in `disputes`, a lost one has it in `dispute_losses`,
+    and otherwise both are 0 for the payment."""
+    held = (
+        sa.select(
+            payments_ledger.c.tenant_id,
+            payments_ledger.c.source_id,
+            _payments_account("disputes").label("held"),
+            _payments_account("dispute_losses").label("lost"),
+        )
+        .where(payments_ledger.c.account.in_(("disputes", "dispute_losses")))
+        .group_by(payments_ledger.c.tenant_id, payments_ledger.c.source_id)
+        .subquery()
+    )
+    rows = await uow.fetch_all(
+        sa.select(payments.c.id)
+        .select_from(
+            payments.outerjoin(
+                held,
+                sa.and_(
+                    held.c.tenant_id == payments.c.tenant_id, held.c.source_id == payments.c.id
+                ),
+            )
+        )
+        .where(
+            sa.or_(
+                sa.func.coalesce(held.c.held, 0)
+                != sa.case(
+                    (payments.c.dispute_status == "open", payments.c.amount_disputed), else_=0
+                ),
+                sa.func.coalesce(held.c.lost, 0)
+                != sa.case(
+                    (payments.c.dispute_status == "lost", payments.c.amount_disputed), else_=0
+                ),
+            )
+        )
+    )
+    return [row.id for row in rows]
 
 
 async def payments_not_applied_to_orders(uow: UnitOfWork) -> list[str]:
@@ -223,6 +275,7 @@ CHECKS: dict[str, Callable[[UnitOfWork], Awaitable[list[str]]]] = {
     "every customer balance equals its ledger": balances_not_matching_ledger,
     "every order's receivable equals what it owes": receivables_not_matching_orders,
     "gateway cash equals payments less refunds": gateway_cash_not_matching_payments,
+    "every dispute's ledger equals what it holds or lost": disputes_not_matching_ledger,
     "every succeeded payment is applied to its order": payments_not_applied_to_orders,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 
 from recur.app import create_app
 from recur.gateway.keys import create_key
+from recur.kit.cache import Cache
 from recur.runtime import Runtime, build_runtime
 from recur.settings import Settings
 
@@ -164,3 +166,26 @@ async def test_reads_work_with_redis_unreachable(database_url: str) -> None:
             assert await _read(api, f"/v1/plans/{plan['id']}") == plan
     finally:
         await rt.close()
+
+
+async def test_a_change_whose_own_invalidation_was_lost_is_invalidated_by_its_event(
+    api: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    customer = (await api.post("/v1/customers", json={"name": "Ada"})).json()
+    path = f"/v1/customers/{customer['id']}"
+    assert (await _read(api, path))["name"] == "Ada"  # cached now
+
+    # The update commits while Redis does not answer its writer: the delete after the commit
+    # is lost, and so is the first delivery of its event to the cache's consumer.
+    reachable = runtime.bus.cache
+    runtime.bus.cache = Cache.from_url("redis://127.0.0.1:1/0")
+    try:
+        assert (await api.patch(path, json={"name": "Bea"})).status_code == 200
+    finally:
+        await runtime.bus.cache.close()
+        runtime.bus.cache = reachable
+    assert (await _read(api, path))["name"] == "Ada"  # what the lost delete leaves
+
+    # The event is still undelivered to that consumer; its redelivery drops the stale copy.
+    assert await runtime.bus.redeliver_pending(older_than=timedelta(0)) >= 1
+    assert (await _read(api, path))["name"] == "Bea"

@@ -61,7 +61,17 @@ async def test_pay_an_amount_with_the_default_card(api, runtime, make_customer, 
     assert (payment["amount_refunded"], payment["refunded"]) == (0, False)
     assert payment["description"] == "Top-up"
 
-    assert (await api.get(f"/v1/payments/{payment['id']}")).json() == payment
+    fetched = (await api.get(f"/v1/payments/{payment['id']}")).json()
+    # Retrieving one payment also shows its attempts at the gateways.
+    [attempt] = fetched.pop("attempts")
+    fetched["attempts"] = None  # lists and events leave them out
+    assert (attempt["number"], attempt["gateway"]) == (1, "sandbox")
+    assert attempt["outcome"] == "succeeded"
+    assert attempt["idempotency_key"] == f"{payment['id']}-1"
+    assert attempt["gateway_reference"] == payment["gateway_reference"]
+    assert fetched == payment
+    assert payment["routing_reason"] == "no rule matched: default sandbox"
+    assert payment["routing_rule_id"] is None
     assert [p["id"] for p in await _payments(api, customer_id=customer["id"])] == [payment["id"]]
     assert await _events(runtime, "payment.succeeded") == [payment]
 
@@ -116,6 +126,8 @@ async def test_saved_card_that_declines_every_charge(api, runtime, make_customer
     assert failed["payment_method_id"] == method["id"]
     assert failed["gateway_reference"].startswith("ch_sandbox_")
     stored = (await api.get(f"/v1/payments/{failed['id']}")).json()
+    assert [a["outcome"] for a in stored.pop("attempts")] == ["declined"]
+    stored["attempts"] = None  # lists and events leave them out
     assert stored == failed
     assert await _events(runtime, "payment.failed") == [failed]
     assert await _events(runtime, "payment.succeeded") == []

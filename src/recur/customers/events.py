@@ -108,8 +108,16 @@ async def forget_detached_default(uow: UnitOfWork, event: Event) -> None:
     )
 
 
+async def forget_cached_customer(uow: UnitOfWork, event: Event) -> None:
+    """A customer's change drops its cached copy once more, from its event. The writer drops it
+    right after its commit; should that have been lost (the writer died just after committing,
+    or Redis did not answer then), this one is retried with the event until it lands."""
+    await uow.cache.delete(repo.cache_key(event.tenant_id, event.payload["id"]), strict=True)
+
+
 def subscribe(bus: EventBus) -> None:
     bus.subscribe("payment_method.detached", "customers", inbox, forget_detached_default)
+    bus.subscribe("customer.updated", "customers", inbox, forget_cached_customer)
     for event_type in (*ORDER_EVENTS, *PAYMENT_EVENTS, "refund.created"):
         bus.subscribe(
             event_type, "customers", inbox, record_history, batch_handler=record_histories

@@ -16,6 +16,25 @@ _BALANCE_TRANSACTION = TypeAdapter(BalanceTransaction)
 _AMOUNT = TypeAdapter(int)
 _AMOUNTS = TypeAdapter(dict[str, int])
 
+# Calls safe to send again when an instance may have got one and died before answering: reads,
+# and writes that a second time change nothing and answer the same (credit is granted, applied
+# and given back once per source or order; a currency or default payment method set again is
+# set to the same value).
+IDEMPOTENT_CALLS = frozenset(
+    {
+        "get",
+        "get-many",
+        "get-by-number",
+        "adopt-currency",
+        "set-default-payment-method-if-unset",
+        "set-default-payment-method",
+        "grant-credit",
+        "apply-credit",
+        "apply-credits",
+        "unapply-credit",
+    }
+)
+
 
 class HttpCustomersClient:
     def __init__(self, upstream: ServiceClient):

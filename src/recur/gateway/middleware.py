@@ -16,6 +16,7 @@ import orjson
 import sqlalchemy as sa
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from recur.gateway.key_locks import KeyLocks
 from recur.gateway.keys import KeyResolver
 from recur.gateway.ratelimit import RateLimiter
 from recur.gateway.tables import idempotency_keys
@@ -32,6 +33,9 @@ TENANT_HEADER = "X-Recur-Tenant-Id"
 API_KEY_ID_HEADER = "X-Recur-Api-Key-Id"
 
 PUBLIC_PATHS = ("/docs", "/redoc", "/openapi.json", "/healthz", "/readyz", "/metrics")
+# Payment gateways' webhooks carry no API key: the payments service verifies each by the
+# gateway's own signature, with the secret of the tenant whose payment it names.
+GATEWAY_WEBHOOK = re.compile(r"^/v1/gateways/[^/]+/webhooks/?$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
 
 
@@ -182,7 +186,11 @@ class AuthMiddleware:
         return tenant_id, key_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PATHS):
+        if (
+            scope["type"] != "http"
+            or scope["path"].startswith(PUBLIC_PATHS)
+            or GATEWAY_WEBHOOK.match(scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
         forwarded = self._resolved_by_gateway(scope)
@@ -231,15 +239,25 @@ class AuthMiddleware:
         await self.app(scope, receive, send_with_limits)
 
 
+_KEY_IN_USE = error_body(
+    "idempotency_error",
+    "idempotency_key_in_use",
+    "a request with this Idempotency-Key is still being processed",
+    "Idempotency-Key",
+)
+
+
 class IdempotencyMiddleware:
     """`Idempotency-Key` on a POST: the same key and body replay the first response; the same
-    key with another body, or while the first request still runs, is a 409."""
+    key with another body, or while the first request still runs, is a 409. A key whose first
+    request died with its process is carried out again (see `key_locks`)."""
 
     def __init__(self, app: ASGIApp, db: Database, clock: Clock, ttl: timedelta):
         self.app = app
         self.db = db
         self.clock = clock
         self.ttl = ttl
+        self.locks = KeyLocks(db)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
@@ -270,8 +288,31 @@ class IdempotencyMiddleware:
             b"\n".join([scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()
 
+        held = await self.locks.acquire(tenant_id, key)
+        if held is False:
+            await _send_json(send, 409, _KEY_IN_USE)
+            return
+        try:
+            await self._carry_out(scope, send, tenant_id, key, body, digest, abandoned_ok=held)
+        finally:
+            if held:
+                await self.locks.release(tenant_id, key)
+
+    async def _carry_out(
+        self,
+        scope: Scope,
+        send: Send,
+        tenant_id: str,
+        key: str,
+        body: bytes,
+        digest: str,
+        abandoned_ok: bool | None,
+    ) -> None:
         stored = await self._claim(tenant_id, key, digest)
-        if stored is not None:
+        if stored is not None and not (
+            # In flight, yet nobody holds its lock: the process running it died. Ours now.
+            abandoned_ok and stored.status_code is None and stored.request_hash == digest
+        ):
             await self._answer_existing(send, stored, digest)
             return
 
@@ -346,16 +387,7 @@ class IdempotencyMiddleware:
             )
             return
         if row.status_code is None:
-            await _send_json(
-                send,
-                409,
-                error_body(
-                    "idempotency_error",
-                    "idempotency_key_in_use",
-                    "a request with this Idempotency-Key is still being processed",
-                    "Idempotency-Key",
-                ),
-            )
+            await _send_json(send, 409, _KEY_IN_USE)
             return
         await send(
             {

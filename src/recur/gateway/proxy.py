@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
-from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import Message, Receive, Scope, Send
 from yarl import URL
@@ -235,6 +234,7 @@ class Proxy:
             ("upstream", "outcome"),
             registry=registry,
         )
+        self._counted: dict[tuple[str, str], Counter] = {}
         self._breaker_state = Gauge(
             "recur_circuit_breaker_state",
             "Circuit breaker per upstream instance: 0 closed, 1 half-open, 2 open.",
@@ -245,6 +245,14 @@ class Proxy:
 
     def instances(self) -> list[Instance]:
         return [instance for pool in self.pools.values() for instance in pool.instances]
+
+    def _count(self, instance: Instance, outcome: str) -> None:
+        # The labelled child is looked up once per instance and outcome, not per request.
+        child = self._counted.get((instance.url, outcome))
+        if child is None:
+            child = self._upstream_requests.labels(instance.label, outcome)
+            self._counted[(instance.url, outcome)] = child
+        child.inc()
 
     def refresh_breaker_gauge(self) -> None:
         now = self._now()
@@ -312,7 +320,9 @@ class Proxy:
         body = await _read_body(receive)
         headers = self._forwarded_headers(scope)
         method = scope["method"]
-        retriable = method in SAFE_METHODS or (method == "POST" and "idempotency-key" in headers)
+        retriable = method in SAFE_METHODS or (
+            method == "POST" and any(name == "idempotency-key" for name, _ in headers)
+        )
         url_path = scope.get("raw_path") or scope["path"].encode()
         target = url_path.decode("latin-1")
         if scope.get("query_string"):
@@ -345,24 +355,31 @@ class Proxy:
             f"no instance of the {route.service} service is available",
         )
 
-    def _forwarded_headers(self, scope: Scope) -> CIMultiDict[str]:
-        headers: CIMultiDict[str] = CIMultiDict()
+    def _forwarded_headers(self, scope: Scope) -> list[tuple[str, str]]:
+        """The request's headers for the instance: a list of pairs, which aiohttp copies into
+        its own headers as they are (a CIMultiDict built here would be copied once more)."""
+        client = scope.get("client")
+        headers = []
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1")
-            if name in _HOP_BY_HOP or name.startswith("x-recur-") or name == "x-request-id":
+            if (
+                name in _HOP_BY_HOP
+                or name.startswith("x-recur-")
+                or name == "x-request-id"
+                or (client and name == "x-forwarded-for")  # replaced below
+            ):
                 continue
-            headers.add(name, raw_value.decode("latin-1"))
+            headers.append((name, raw_value.decode("latin-1")))
         request_id = current_request_id()
         if request_id is not None:
-            headers["X-Request-Id"] = request_id
+            headers.append(("X-Request-Id", request_id))
         state = scope.get("state", {})
         if self.config.internal_token and state.get("tenant_id"):
-            headers[INTERNAL_TOKEN_HEADER] = self.config.internal_token
-            headers[TENANT_HEADER] = state["tenant_id"]
-            headers[API_KEY_ID_HEADER] = state["api_key_id"]
-        client = scope.get("client")
+            headers.append((INTERNAL_TOKEN_HEADER, self.config.internal_token))
+            headers.append((TENANT_HEADER, state["tenant_id"]))
+            headers.append((API_KEY_ID_HEADER, state["api_key_id"]))
         if client:
-            headers["X-Forwarded-For"] = client[0]
+            headers.append(("X-Forwarded-For", client[0]))
         return headers
 
     async def _attempt(
@@ -370,7 +387,7 @@ class Proxy:
         instance: Instance,
         method: str,
         target: str,
-        headers: CIMultiDict[str],
+        headers: list[tuple[str, str]],
         body: bytes,
     ) -> aiohttp.ClientResponse:
         """Send the request to `instance`; the response once its head has arrived."""
@@ -387,15 +404,15 @@ class Proxy:
             # Out of the rotation at once; its health check lets it back in.
             instance.healthy = False
             instance.breaker.failed(self._now())
-            self._upstream_requests.labels(instance.label, "unreachable").inc()
+            self._count(instance, "unreachable")
             log.warning("%s unreachable: %s %s", instance.label, type(error).__name__, error)
             raise _Unreachable from error
         if response.status >= 500:
             instance.breaker.failed(self._now())
-            self._upstream_requests.labels(instance.label, "error").inc()
+            self._count(instance, "error")
         else:
             instance.breaker.succeeded()
-            self._upstream_requests.labels(instance.label, "ok").inc()
+            self._count(instance, "ok")
         return response
 
     async def _relay(

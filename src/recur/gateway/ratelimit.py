@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 log = logging.getLogger("recur.ratelimit")
@@ -70,24 +72,56 @@ return {allowed, math.floor(tokens), wait}
 """
 
 
+# A Redis that does not answer at once costs a request little: short timeouts, no retries.
+REDIS_TIMEOUT_SECONDS = 0.25
+# After Redis failed, the local bucket answers alone for this long before Redis is tried again:
+# a Redis that is down costs one failed attempt a second, not one per request.
+REDIS_RETRY_SECONDS = 1.0
+
+
 class RedisTokenBucket:
     """The bucket as one atomic Lua script, falling back to a local bucket if Redis fails."""
 
-    def __init__(self, redis: Redis, rate: float, burst: int, prefix: str = "recur:rl:"):
+    def __init__(
+        self,
+        redis: Redis,
+        rate: float,
+        burst: int,
+        prefix: str = "recur:rl:",
+        now: Callable[[], float] | None = None,
+    ):
         self.rate = rate
         self.burst = burst
         self._redis = redis
         self._script = redis.register_script(_TAKE)
         self._prefix = prefix
-        self._fallback = MemoryTokenBucket(rate, burst)
+        self._fallback = MemoryTokenBucket(rate, burst, now)
+        self._now = now or time.monotonic
+        self._local_until = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, rate: float, burst: int) -> RedisTokenBucket:
+        """A bucket in the Redis at `url`, with the timeouts a request can afford."""
+        redis = Redis.from_url(
+            url,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return cls(redis, rate, burst)
 
     async def take(self, key: str) -> Decision:
+        if self._now() < self._local_until:
+            return await self._fallback.take(key)
         try:
             allowed, remaining, wait_ms = await self._script(
                 keys=[self._prefix + key], args=[self.rate, self.burst]
             )
         except (RedisError, OSError):
-            log.warning("redis unreachable, rate limiting in process")
+            log.warning(
+                "redis unreachable, rate limiting in process for %.0f s", REDIS_RETRY_SECONDS
+            )
+            self._local_until = self._now() + REDIS_RETRY_SECONDS
             return await self._fallback.take(key)
         retry_after = 0 if allowed else max(1, math.ceil(int(wait_ms) / 1000))
         return Decision(bool(allowed), int(remaining), retry_after)

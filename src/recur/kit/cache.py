@@ -173,8 +173,10 @@ class Cache:
             return
         self._ok()
 
-    async def delete(self, key: str) -> None:
-        """Drop the value and bump its version, so no read from before stores it again."""
+    async def delete(self, key: str, *, strict: bool = False) -> None:
+        """Drop the value and bump its version, so no read from before stores it again. With
+        `strict`, a Redis error is raised instead of logged (an event consumer's way to be
+        retried until the invalidation lands)."""
         if self._redis is None:
             return
         try:
@@ -183,6 +185,8 @@ class Cache:
             )
         except (RedisError, OSError):
             self._failed("invalidation")
+            if strict:
+                raise
             return
         self._ok()
 

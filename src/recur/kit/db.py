@@ -147,7 +147,8 @@ class UnitOfWork:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._conn is not None
+        if self._conn is None:
+            return  # committed: the connection went back to the pool then
         try:
             if self._conn.in_transaction():
                 await self._conn.rollback()
@@ -164,7 +165,15 @@ class UnitOfWork:
         self._after_commit.append(job)
 
     async def commit(self) -> None:
+        """Commit, give the connection back to the pool, then hand the events to the bus and
+        run the after-commit jobs. The unit of work is done: nothing more may run in it.
+
+        The connection goes back first because delivering the events takes connections of its
+        own: a commit holding one while it waits for another would, under load, leave every
+        connection of the pool held by commits waiting for one."""
         await self.conn.commit()
+        await self.conn.close()
+        self._conn = None
         events, self.pending_events = self.pending_events, []
         if events and self._bus is not None:
             await self._bus.deliver(events)

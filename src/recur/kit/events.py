@@ -13,11 +13,17 @@ bad event holds back no other.
 
 A consumer that fails leaves the event undelivered; `EventBus.redeliver_pending` (run on a
 schedule by the server) tries again. Nothing is dropped and nothing is logged-and-forgotten.
+
+In the distributed topology with Redis, the bus has a `StreamTransport` (kit/streams.py): after a
+commit it publishes the events to Redis Streams instead, the outbox row's `delivered_at` meaning
+relayed, and each service's processes apply them from their consumer group (`consume_forever`),
+through the same consumers and inboxes.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +35,7 @@ import sqlalchemy as sa
 from recur.kit.cache import DISABLED, Cache
 from recur.kit.db import UTCDateTime, insert_ignoring_conflicts
 from recur.kit.ids import new_id
+from recur.kit.streams import RedisError, StreamTransport, sleep_after_error
 
 if TYPE_CHECKING:
     from recur.kit.clock import Clock
@@ -142,6 +149,14 @@ class EventBus:
     consumers: dict[str, list[Consumer]] = field(default_factory=lambda: defaultdict(list))
     # The cache the units of work of this process invalidate after they commit.
     cache: Cache = field(default_factory=lambda: DISABLED)
+    # Set in the distributed topology with Redis: events travel through Redis Streams.
+    transport: StreamTransport | None = None
+    # The services running in this process (None: all of them). With a transport, the process
+    # relays their outboxes and applies their consumers' events; the others' are not its own.
+    local_services: frozenset[str] | None = None
+    # After Redis lost its data, the events of this window are relayed again.
+    replay_window: timedelta = timedelta(hours=1)
+    _redis_down: bool = False
 
     def add_outbox(self, outbox: Outbox) -> None:
         self.outboxes[outbox.service] = outbox
@@ -157,8 +172,15 @@ class EventBus:
     ) -> None:
         self.consumers[event_type].append(Consumer(service, inbox, handler, batch_handler))
 
+    def _local(self, service: str) -> bool:
+        return self.local_services is None or service in self.local_services
+
     async def deliver(self, events: list[Event]) -> None:
-        """Deliver events to their consumers, then mark those every consumer took delivered."""
+        """Deliver events to their consumers, then mark those every consumer took delivered.
+        With a transport: publish them, and mark those relayed."""
+        if self.transport is not None:
+            await self._relay(events)
+            return
         for start in range(0, len(events), DELIVERY_CHUNK):
             chunk = events[start : start + DELIVERY_CHUNK]
             # One handler may take several event types (all of an order's, say); its consumers
@@ -227,9 +249,12 @@ class EventBus:
             await uow.commit()
 
     async def redeliver_pending(self, older_than: timedelta = timedelta(seconds=5)) -> int:
-        """Deliver events left undelivered (a crash after commit, a failed consumer)."""
+        """Deliver events left undelivered (a crash after commit, a failed consumer).
+        With a transport: relay those of this process's services, and trim their streams."""
         from recur.kit.db import UnitOfWork
 
+        if self.transport is not None:
+            return await self._relay_pending(older_than)
         cutoff = self.clock.now() - older_than
         delivered = 0
         for outbox in self.outboxes.values():
@@ -241,9 +266,147 @@ class EventBus:
                     .order_by(table.c.created, table.c.id)
                     .limit(500)
                 )
-            events = [
-                Event(r.id, outbox.service, r.tenant_id, r.type, r.payload, r.created) for r in rows
-            ]
+            events = [_event(outbox.service, r) for r in rows]
             await self.deliver(events)
             delivered += len(events)
         return delivered
+
+    # The relay and the consumer groups, with a transport (see kit/streams.py).
+
+    async def _relay(self, events: list[Event]) -> None:
+        assert self.transport is not None
+        for start in range(0, len(events), DELIVERY_CHUNK):
+            chunk = events[start : start + DELIVERY_CHUNK]
+            try:
+                await self.transport.publish(chunk)
+            except (RedisError, OSError) as error:
+                # Left unmarked: the relay sweep of the service's processes publishes them.
+                self._redis_failed("publish", error)
+                return
+            self._redis_ok()
+            await self._mark_delivered(chunk)
+
+    async def _relay_pending(self, older_than: timedelta) -> int:
+        from recur.kit.db import UnitOfWork
+
+        assert self.transport is not None
+        outboxes = [o for o in self.outboxes.values() if self._local(o.service)]
+        relayed = 0
+        try:
+            if await self.transport.lost_data():
+                log.warning("redis lost its streams: relaying again %s", self.replay_window)
+                for outbox in outboxes:
+                    relayed += await self._replay(outbox, self.clock.now() - self.replay_window)
+            cutoff = self.clock.now() - older_than
+            for outbox in outboxes:
+                table = outbox.table
+                async with UnitOfWork(self.db) as uow:
+                    # Locked, so the other instances of the service relay other rows meanwhile.
+                    rows = await uow.fetch_all(
+                        sa.select(table)
+                        .where(table.c.delivered_at.is_(None), table.c.created <= cutoff)
+                        .order_by(table.c.created, table.c.id)
+                        .limit(DELIVERY_CHUNK)
+                        .with_for_update(skip_locked=True)
+                    )
+                    events = [_event(outbox.service, r) for r in rows]
+                    await self.transport.publish(events)
+                    if events:
+                        await uow.execute(
+                            sa.update(table)
+                            .where(table.c.id.in_([e.id for e in events]))
+                            .values(delivered_at=self.clock.now())
+                        )
+                    await uow.commit()
+                relayed += len(events)
+                await self.transport.trim(outbox.service)
+        except (RedisError, OSError) as error:
+            self._redis_failed("relay", error)
+            return relayed
+        self._redis_ok()
+        return relayed
+
+    async def _replay(self, outbox: Outbox, since: datetime) -> int:
+        """Publish again every event of `outbox` recorded since `since`, in order."""
+        from recur.kit.db import UnitOfWork
+
+        assert self.transport is not None
+        table = outbox.table
+        after: tuple[datetime, str] | None = None
+        count = 0
+        while True:
+            query = sa.select(table).where(table.c.created >= since)
+            if after is not None:
+                query = query.where(sa.tuple_(table.c.created, table.c.id) > after)
+            async with UnitOfWork(self.db) as uow:
+                rows = await uow.fetch_all(
+                    query.order_by(table.c.created, table.c.id).limit(DELIVERY_CHUNK)
+                )
+            if not rows:
+                return count
+            await self.transport.publish([_event(outbox.service, r) for r in rows])
+            count += len(rows)
+            after = (rows[-1].created, rows[-1].id)
+
+    async def consume(self, group: str, *, claim: bool = False) -> int:
+        """Apply what `group` (a service) has to read: new entries, or with `claim` those left
+        unacknowledged by a consumer that died or failed. The entries applied are acknowledged;
+        those a consumer failed on stay pending. How many entries were read."""
+        assert self.transport is not None
+        entries = await self.transport.read(group, claim=claim)
+        if not entries:
+            return 0
+        events: dict[str, Event] = {}
+        for _stream, _eid, data in entries:
+            events.setdefault(data["id"], Event(**data))
+        takes: dict[Consumer, list[Event]] = {}
+        for event in events.values():
+            for consumer in self.consumers.get(event.type, []):
+                if consumer.service == group:
+                    takes.setdefault(consumer, []).append(event)
+        failed: set[str] = set()
+        for consumer, taken in takes.items():
+            failed |= await self._deliver_to(consumer, taken)
+        await self.transport.ack(
+            group, [(stream, eid) for stream, eid, data in entries if data["id"] not in failed]
+        )
+        return len(entries)
+
+    async def consume_forever(self, claim_every_seconds: float = 5.0) -> None:
+        """Apply this process's services' events as they come, until cancelled."""
+        assert self.transport is not None
+        groups = sorted(
+            {c.service for cs in self.consumers.values() for c in cs if self._local(c.service)}
+        )
+        if not groups:
+            return
+        claim_every_seconds = min(claim_every_seconds, self.transport.claim_idle_ms / 1000)
+        last_claim = 0.0
+        while True:
+            try:
+                claim = time.monotonic() - last_claim >= claim_every_seconds
+                for group in groups:
+                    if claim:
+                        while await self.consume(group, claim=True):
+                            pass
+                    await self.consume(group)
+                if claim:
+                    last_claim = time.monotonic()
+                self._redis_ok()
+            except (RedisError, OSError) as error:
+                self._redis_failed("read", error)
+                await sleep_after_error("read", error)
+
+    def _redis_failed(self, what: str, error: BaseException) -> None:
+        if not self._redis_down:
+            self._redis_down = True
+            log.warning("redis unreachable, events kept in the outboxes (%s: %s)", what, error)
+
+    def _redis_ok(self) -> None:
+        if self._redis_down:
+            self._redis_down = False
+            log.info("redis reachable again, events flow through the streams")
+
+
+def _event(service: str, row: Any) -> Event:
+    return Event(row.id, service, row.tenant_id, row.type, row.payload, row.created)

@@ -1,15 +1,26 @@
 """Calls from one Recur service to another over HTTP, and the internal endpoints answering them.
 
 A service's HTTP client (e.g. `customers/http.py`) implements the same typed interface as its
-in-process client; every call is a POST of JSON to `/internal/<service>/<method>` on the
-service's process, carrying the tenant id in the body and the shared internal token in a
+in-process client; every call is a POST of JSON to `/internal/<service>/<method>` on one of the
+service's processes, carrying the tenant id in the body and the shared internal token in a
 header. The answer is the method's return value as JSON, or the documented error object, which
 is raised again here as the same domain error with the same code, param and message.
+
+A service may run in several instances: calls take them in turn (round robin). A call whose
+connection could not be made (refused, connect timeout) never left, so it goes to the next
+instance, and the one that failed is passed over for a few seconds. A call that was sent but got
+no response (the connection reset, or timed out) may have been carried out: it goes to another
+instance only when the method is one the service declares safe to repeat (its client's
+IDEMPOTENT_CALLS: reads, and writes keyed so that a second one changes nothing and answers the
+same). Once a response has started, nothing is sent again.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import time
+from collections.abc import Callable, Collection, Sequence
 from typing import Annotated, Any, TypeVar
 
 import aiohttp
@@ -30,6 +41,8 @@ from recur.kit.http import ERROR_STATUS, error_body
 from recur.kit.request_id import current_request_id
 
 T = TypeVar("T")
+
+log = logging.getLogger("recur.service_client")
 
 INTERNAL_PREFIX = "/internal/"
 INTERNAL_TOKEN_HEADER = "X-Recur-Internal-Token"  # noqa: S105 - a header name, not a secret
@@ -67,7 +80,9 @@ class ServiceSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
+                # Idle connections are dropped before uvicorn's 5 s keep-alive closes them from
+                # the other side: a call sent on a connection being closed gets no answer.
+                connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, keepalive_timeout=4),
             )
         return self._session
 
@@ -78,46 +93,112 @@ class ServiceSession:
             self._session = None
 
 
-class ServiceClient:
-    """One service's internal endpoints, at one base URL."""
+# How long an instance whose connection failed is passed over (tried last) before calls go
+# to it again in turn.
+PASS_OVER_SECONDS = 5.0
 
-    def __init__(self, service: str, base_url: str, session: ServiceSession, token: str | None):
+
+class _NotSent(Exception):
+    """The connection could not be made: the call never reached the instance."""
+
+
+class _NoAnswer(Exception):
+    """The call was sent, or may have been, and no response came back."""
+
+
+class ServiceClient:
+    """One service's internal endpoints, at the base URLs of its instances."""
+
+    def __init__(
+        self,
+        service: str,
+        base_urls: str | Sequence[str],
+        session: ServiceSession,
+        token: str | None,
+        idempotent_calls: Collection[str] = (),
+        now: Callable[[], float] = time.monotonic,
+    ):
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if not urls:
+            raise ValueError(f"no instance of {service}")
         self.service = service
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = [url.rstrip("/") for url in urls]
+        self.idempotent_calls = frozenset(idempotent_calls)
         self._session = session
         self._token = token
+        self._now = now
+        self._next = 0
+        self._passed_over: dict[str, float] = {}  # instance -> until when
+
+    def _turn(self) -> list[str]:
+        """The instances in the order this call tries them: round robin, the ones that failed
+        lately last."""
+        count = len(self.base_urls)
+        start, self._next = self._next, (self._next + 1) % count
+        turn = [self.base_urls[(start + step) % count] for step in range(count)]
+        now = self._now()
+        return sorted(turn, key=lambda url: self._passed_over.get(url, 0.0) > now)
 
     async def call(
         self, method: str, body: BaseModel | dict[str, Any], result: TypeAdapter[T]
     ) -> T:
         """POST `body` to the service's `method` and return its answer as `result`'s type.
 
-        Raises the service's domain error as it raised it, or ServiceUnavailable when the
-        service cannot be reached or answers with anything but its documented errors.
+        Raises the service's domain error as it raised it, or ServiceUnavailable when no
+        instance of the service can be reached or one answers with anything but its
+        documented errors.
         """
-        url = f"{self.base_url}{INTERNAL_PREFIX}{self.service}/{method}"
         headers = {"Content-Type": "application/json"}
         if self._token:
             headers[INTERNAL_TOKEN_HEADER] = self._token
         request_id = current_request_id()
         if request_id is not None:
             headers["X-Request-Id"] = request_id
-        try:
-            async with self._session.get().post(url, data=to_json(body), headers=headers) as resp:
-                status, payload = resp.status, await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ServiceUnavailable(
-                f"{self.service} at {self.base_url} did not answer {method}: "
-                f"{type(exc).__name__} {exc}"
-            ) from exc
-        if status == 200:
+        data = to_json(body)
+        failures = []
+        for base_url in self._turn():
             try:
-                return result.validate_json(payload)
-            except ValidationError as exc:
-                raise ServiceUnavailable(
-                    f"{self.service} answered {method} with an unexpected body"
-                ) from exc
-        raise decode_error(self.service, method, status, payload)
+                status, payload = await self._post(base_url, method, data, headers)
+            except _NotSent as failure:
+                self._passed_over[base_url] = self._now() + PASS_OVER_SECONDS
+                failures.append(str(failure))
+                log.warning("%s; passed over for %.0f s", failure, PASS_OVER_SECONDS)
+                continue
+            except _NoAnswer as failure:
+                failures.append(str(failure))
+                if method not in self.idempotent_calls:
+                    raise ServiceUnavailable("; ".join(failures)) from failure.__cause__
+                self._passed_over[base_url] = self._now() + PASS_OVER_SECONDS
+                log.warning("%s; sent again elsewhere (idempotent)", failure)
+                continue
+            self._passed_over.pop(base_url, None)
+            if status == 200:
+                try:
+                    return result.validate_json(payload)
+                except ValidationError as exc:
+                    raise ServiceUnavailable(
+                        f"{self.service} answered {method} with an unexpected body"
+                    ) from exc
+            raise decode_error(self.service, method, status, payload)
+        raise ServiceUnavailable("; ".join(failures))
+
+    async def _post(
+        self, base_url: str, method: str, data: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        url = f"{base_url}{INTERNAL_PREFIX}{self.service}/{method}"
+        where = f"{self.service} at {base_url} did not answer {method}"
+        try:
+            response = await self._session.get().post(url, data=data, headers=headers)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _NotSent(f"{where}: {type(exc).__name__} {exc}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _NoAnswer(f"{where}: {type(exc).__name__} {exc}") from exc
+        # The response has started: whatever happens now, the call is not sent again.
+        try:
+            async with response:
+                return response.status, await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise ServiceUnavailable(f"{where}: {type(exc).__name__} {exc}") from exc
 
 
 def decode_error(service: str, method: str, status: int, payload: bytes) -> Exception:

@@ -14,6 +14,10 @@ _ORDER = TypeAdapter(Order)
 _ORDERS_BY_ID = TypeAdapter(dict[str, Order])
 _ORDERS = TypeAdapter(list[Order])
 
+# Calls safe to send again when an instance may have got one and died before answering: reads,
+# and the subscription orders, made once per (subscription, period start).
+IDEMPOTENT_CALLS = frozenset({"get", "get-many", "create-subscription-orders"})
+
 
 class HttpOrdersClient:
     def __init__(self, upstream: ServiceClient):

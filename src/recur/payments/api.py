@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 
 from recur.kit.errors import PaymentDeclined
 from recur.kit.http import RuntimeDep, TenantId
@@ -88,8 +88,15 @@ async def detach_payment_method(
 
 
 @router.post("/v1/payments", response_model=Payment, responses=DECLINED)
-async def create_payment(params: PaymentCreate, tenant_id: TenantId, rt: RuntimeDep) -> Payment:
-    return _declined_if_failed(await service.create_payment(rt, tenant_id, params))
+async def create_payment(
+    params: PaymentCreate,
+    tenant_id: TenantId,
+    rt: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Payment:
+    return _declined_if_failed(
+        await service.create_payment(rt, tenant_id, params, request_key=idempotency_key)
+    )
 
 
 @router.get("/v1/payments", response_model=Page[Payment])

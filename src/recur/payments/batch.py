@@ -1,18 +1,18 @@
 """Charging orders in batches, for the bill run.
 
-The same three steps as one charge (see `service`), each done for the whole batch at once: the
-payments are written `pending` in one transaction (the partial unique index still refuses a
-second pending or succeeded payment of an order: those orders are reported `in_progress` and
-left alone); the gateways are called outside any transaction, concurrently, each charge with its
-payment id as idempotency key; the outcomes, their ledger lines and their events are written in
-one transaction.
+The same steps as one charge (see `service` and `attempts`), each done for the whole batch at
+once: one route per payment from the tenant's rules, read once; the payments are written
+`pending` in one transaction (the partial unique index still refuses a second pending or
+succeeded payment of an order: those orders are reported `in_progress` and left alone); then the
+attempts go in rounds, each round's gateway calls concurrent and outside any transaction, each
+charge with its attempt's idempotency key; the outcomes, their ledger lines and their events
+are written in one transaction per round.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -20,21 +20,19 @@ import sqlalchemy as sa
 from recur.kit import ledger
 from recur.kit.db import fetch_by_ids, insert_ignoring_conflicts
 from recur.kit.ids import new_id
+from recur.payments import attempts as charging
 from recur.payments import repository as repo
-from recur.payments.gateways import gateway_for
 from recur.payments.gateways.base import ChargeResult
 from recur.payments.schemas import OrderCharge, Payment
-from recur.payments.tables import OUTBOX, payment_methods, payments
+from recur.payments.tables import OUTBOX, payment_attempts, payment_methods, payments
 from recur.payments.tables import ledger as payments_ledger
 
 if TYPE_CHECKING:
     from recur.runtime import Runtime
 
-# A charge pending longer than this was left by a process that died during it (a gateway call
-# times out long before).
+# A charge pending longer than this with its call under way was left by a process that died
+# during it: every adapter's call times out long before.
 STRANDED_AFTER = timedelta(seconds=60)
-# Gateway calls under way at once; a real gateway answers in tens of milliseconds.
-GATEWAY_CONCURRENCY = 64
 
 
 async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -> list[OrderCharge]:
@@ -42,10 +40,13 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
 
     One answer per order, in the order given: `succeeded` or `failed` with the payment;
     `no_payment_method`; `paid` (nothing left to pay); `not_payable` (no such open order);
-    `in_progress` (another payment of it is pending or succeeded). Subscription orders that
-    cannot be paid (a decline, no card) go to dunning.
+    `in_progress` (another payment of it is pending or succeeded, or this one's outcome is not
+    known yet: the reconciler settles it). Subscription orders that cannot be paid (a decline,
+    no card, no gateway) go to dunning.
     """
-    from recur.payments import service  # service charges one payment through this module
+    # Imported here: both charge through this module.
+    from recur.payments import service
+    from recur.payments.reconcile import reconcile_orders
 
     orders = await rt.orders.get_many(tenant_id, order_ids)
     answers: dict[str, OrderCharge] = {}
@@ -65,17 +66,23 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
             tenant_id,
             [c.default_payment_method_id for c in customers.values()],
         )
+        tokens = await charging.tokens_of(uow, tenant_id, list(methods))
+    router = await charging.load_router(rt, tenant_id) if payable else None
     now = rt.clock.now()
     pending: list[dict[str, Any]] = []
-    tokens: dict[str, tuple[str, str]] = {}
+    candidates: dict[str, charging.Candidate] = {}
     for order in payable:
         customer = customers.get(order.customer_id)
         method = methods.get(customer.default_payment_method_id or "") if customer else None
         if method is None or method.customer_id != order.customer_id:
             answers[order.id] = OrderCharge(order_id=order.id, outcome="no_payment_method")
             continue
+        assert router is not None
         payment_id = new_id("pay")
-        tokens[payment_id] = (method.gateway, method.gateway_token)
+        candidate, route = charging.candidate(
+            router, payment_id, order.amount_due, order.currency, method.brand, tokens[method.id]
+        )
+        candidates[payment_id] = candidate
         pending.append(
             {
                 "id": payment_id,
@@ -89,9 +96,11 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
                 "failure_message": None,
                 "amount_refunded": 0,
                 "payment_method_id": method.id,
-                "gateway": method.gateway,
+                "gateway": route.gateways[0] if route.gateways else method.gateway,
                 "gateway_reference": None,
                 "description": None,
+                "routing_reason": route.reason,
+                "routing_rule_id": route.rule_id,
                 "created": now,
                 "updated": now,
             }
@@ -100,14 +109,14 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
     for row in pending:
         if row["id"] not in inserted:
             answers[row["order_id"]] = OrderCharge(order_id=row["order_id"], outcome="in_progress")
-    attempts = [(row, *tokens[row["id"]]) for row in pending if row["id"] in inserted]
     # A payment pending for longer than any charge takes was left by a process that died
-    # while the gateway charged it: asked again with the same idempotency key, the gateway
-    # answers what it did (charging once), and the payment is settled with that answer.
-    stranded = [order_id for order_id, a in answers.items() if a.outcome == "in_progress"]
-    attempts += await _stranded_attempts(rt, tenant_id, stranded, now - STRANDED_AFTER)
-    results = await call_gateways(rt, attempts)
-    settled = await settle(rt, tenant_id, results)
+    # while a gateway charged it, or its outcome is still unknown: the reconciler asks the
+    # gateway by the attempt's key and settles it (charging again only what never arrived).
+    in_progress = [order_id for order_id, a in answers.items() if a.outcome == "in_progress"]
+    settled = await reconcile_orders(rt, tenant_id, in_progress, STRANDED_AFTER)
+    settled.update(
+        await charging.run_attempts(rt, tenant_id, [candidates[i] for i in sorted(inserted)])
+    )
     for payment in settled.values():
         assert payment.order_id is not None
         answers[payment.order_id] = OrderCharge(
@@ -115,6 +124,10 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
             outcome="succeeded" if payment.status == "succeeded" else "failed",
             payment=payment,
         )
+    for row in pending:
+        if row["id"] in inserted and row["id"] not in settled:
+            # Its outcome is unknown: the payment stays pending until the reconciler knows.
+            answers[row["order_id"]] = OrderCharge(order_id=row["order_id"], outcome="in_progress")
     # Dunning retries what could not be charged (one at a time: declines are the exception).
     for order in payable:
         answer = answers[order.id]
@@ -130,26 +143,6 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
                 failed.created if failed else None,
             )
     return [answers[order_id] for order_id in order_ids]
-
-
-async def _stranded_attempts(
-    rt: Runtime, tenant_id: str, order_ids: list[str], before: datetime
-) -> list[tuple[dict[str, Any], str, str]]:
-    """The orders' payments still pending since before `before`, with their card's token."""
-    if not order_ids:
-        return []
-    async with rt.uow() as uow:
-        rows = await uow.fetch_all(
-            sa.select(payments, payment_methods.c.gateway_token)
-            .join(payment_methods, payment_methods.c.id == payments.c.payment_method_id)
-            .where(
-                payments.c.tenant_id == tenant_id,
-                payments.c.order_id.in_(order_ids),
-                payments.c.status == "pending",
-                payments.c.updated < before,
-            )
-        )
-    return [(dict(row._mapping), row.gateway, row.gateway_token) for row in rows]
 
 
 async def _usable_methods(uow: Any, tenant_id: str, method_ids: Sequence[str | None]) -> dict:
@@ -176,29 +169,15 @@ async def insert_pending(rt: Runtime, rows: list[dict[str, Any]]) -> set[str]:
     return inserted
 
 
-async def call_gateways(
-    rt: Runtime, attempts: list[tuple[dict[str, Any], str, str]]
-) -> dict[str, ChargeResult]:
-    """Charge each (pending payment row, gateway, token), concurrently, outside any
-    transaction: a slow gateway holds no lock. The payment id as idempotency key makes a
-    retry after a crash charge once."""
-    limit = asyncio.Semaphore(GATEWAY_CONCURRENCY)
-
-    async def charge(row: dict[str, Any], gateway: str, token: str) -> ChargeResult:
-        async with limit:
-            return await gateway_for(rt, gateway).charge(
-                token, row["amount"], row["currency"], idempotency_key=row["id"]
-            )
-
-    results = await asyncio.gather(*(charge(*attempt) for attempt in attempts))
-    return {row["id"]: result for (row, _, _), result in zip(attempts, results, strict=True)}
-
-
 async def settle(
     rt: Runtime, tenant_id: str, results: dict[str, ChargeResult]
 ) -> dict[str, Payment]:
     """Write the gateways' answers on pending payments, with their ledger lines and events,
-    in one transaction; the settled payments by id."""
+    in one transaction; the settled payments by id.
+
+    Each answer is also the outcome of the payment's live attempt (the one whose outcome was
+    null or unknown), and the payment's gateway becomes that attempt's: the one that took it.
+    A payment with no live attempt (no gateway could take it) keeps its gateway."""
     if not results:
         return {}
     now = rt.clock.now()
@@ -209,6 +188,36 @@ async def settle(
         results = {i: r for i, r in results.items() if i in still_pending}
         if not results:
             return {}
+        live = await charging.live_attempts(uow, list(results))
+        if live:
+            await uow.execute(
+                sa.update(payment_attempts)
+                .where(payment_attempts.c.id == sa.bindparam("_id"))
+                .values(
+                    outcome=sa.bindparam("_outcome"),
+                    gateway_reference=sa.bindparam("_reference"),
+                    failure_code=sa.bindparam("_code"),
+                    failure_message=sa.bindparam("_message"),
+                    settled_at=now,
+                ),
+                [
+                    {
+                        "_id": attempt.id,
+                        "_outcome": charging.SUCCEEDED if r.succeeded else charging.DECLINED,
+                        "_reference": r.reference,
+                        "_code": None if r.succeeded else r.failure_code,
+                        "_message": None if r.succeeded else r.failure_message,
+                    }
+                    for payment_id, attempt in live.items()
+                    for r in [results[payment_id]]
+                ],
+            )
+            await uow.execute(
+                sa.update(payments)
+                .where(payments.c.tenant_id == tenant_id, payments.c.id == sa.bindparam("_id"))
+                .values(gateway=sa.bindparam("_gateway")),
+                [{"_id": pid, "_gateway": attempt.gateway} for pid, attempt in live.items()],
+            )
         await uow.execute(
             sa.update(payments)
             .where(

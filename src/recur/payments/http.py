@@ -17,6 +17,13 @@ _PAYMENT_METHOD = TypeAdapter(PaymentMethod)
 _MOMENT = TypeAdapter(datetime | None)
 _DUNNING_RUN = TypeAdapter(DunningRunResult)
 
+# Calls safe to send again when an instance may have got one and died before answering: reads,
+# and the bill run's batch charge, which charges an order once however often it is asked (asked
+# again it answers `paid` or `in_progress`, as after a rerun). `charge-order` is not: asked
+# again after it charged, it is a Conflict. Nor is `run-due-retries`, whose counts would be
+# those of the second run.
+IDEMPOTENT_CALLS = frozenset({"charge-orders", "get-payment-method", "next-retry-due"})
+
 
 class HttpPaymentsClient:
     def __init__(self, upstream: ServiceClient):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
+
 from recur.kit.errors import NotFound, PaymentDeclined
 from recur.kit.ids import new_id
 from recur.kit.pagination import Page, to_page
 from recur.payments import dunning
 from recur.payments import repository as repo
 from recur.payments.checks import _check_filters, _check_id, _customer, _method_row
-from recur.payments.gateways import DEFAULT_GATEWAY, gateway_for
 from recur.payments.gateways.base import GatewayDecline
 from recur.payments.schemas import PaymentMethod, PaymentMethodCreate
 from recur.payments.service import OUTBOX
+from recur.payments.tables import payment_method_tokens
+from recur.payments.tokens import tokenize_everywhere
 
 if TYPE_CHECKING:
     from recur.runtime import Runtime
@@ -22,17 +25,19 @@ if TYPE_CHECKING:
 async def add_payment_method(
     rt: Runtime, tenant_id: str, customer_id: str, params: PaymentMethodCreate
 ) -> PaymentMethod:
-    """Verify a card through the gateway and keep its token for the customer.
+    """Verify a card through the tenant's gateways and keep their tokens for the customer.
 
-    A declined card raises PaymentDeclined (402) and nothing is stored. The customer's first
+    The card is tokenized at every card gateway the tenant can route to (see `tokens`), so
+    that a payment can fail over. A card the first gateway declines raises PaymentDeclined
+    (402) and nothing is stored. The customer's first
     payment method becomes its default; `set_default` makes this one the default.
     """
     await _customer(rt, tenant_id, customer_id)
-    gateway = gateway_for(rt, DEFAULT_GATEWAY)
     try:
-        card = await gateway.tokenize(params.card)
+        tokenized = await tokenize_everywhere(rt, tenant_id, params.card)
     except GatewayDecline as exc:
         raise PaymentDeclined(exc.message, code=exc.code, param="card") from None
+    card = tokenized.card
     now = rt.clock.now()
     async with rt.uow() as uow:
         payment_method_id = new_id("pm")
@@ -42,7 +47,7 @@ async def add_payment_method(
                 "id": payment_method_id,
                 "tenant_id": tenant_id,
                 "customer_id": customer_id,
-                "gateway": gateway.name,
+                "gateway": tokenized.gateway,
                 "gateway_token": card.token,
                 "brand": card.brand,
                 "last4": card.last4,
@@ -51,6 +56,19 @@ async def add_payment_method(
                 "created": now,
             },
         )
+        others = [
+            {
+                "payment_method_id": payment_method_id,
+                "gateway": name,
+                "tenant_id": tenant_id,
+                "token": token,
+                "created": now,
+            }
+            for name, token in sorted(tokenized.tokens.items())
+            if name != tokenized.gateway
+        ]
+        if others:
+            await uow.execute(sa.insert(payment_method_tokens), others)
         method = repo.to_payment_method(
             await repo.get_payment_method(uow, tenant_id, payment_method_id)
         )

@@ -55,6 +55,10 @@ def to_payment(row: Any) -> Payment:
         gateway_reference=row.gateway_reference,
         description=row.description,
         created=row.created,
+        dispute_status=row.dispute_status,
+        amount_disputed=row.amount_disputed,
+        routing_reason=row.routing_reason,
+        routing_rule_id=row.routing_rule_id,
     )
 
 

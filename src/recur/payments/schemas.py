@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator
 
 PaymentStatus = Literal["pending", "succeeded", "failed"]
+DisputeStatus = Literal["open", "won", "lost"]
 
 
 class CardIn(BaseModel):
@@ -52,6 +53,25 @@ class PaymentCreate(BaseModel):
     description: str | None = Field(default=None, max_length=500)
 
 
+AttemptOutcome = Literal["succeeded", "declined", "retriable_error", "unknown", "skipped"]
+
+
+class PaymentAttempt(BaseModel):
+    """One charge of a payment sent to (or skipped at) one gateway, with its idempotency key."""
+
+    id: str
+    object: Literal["payment_attempt"] = "payment_attempt"
+    number: int
+    gateway: str
+    idempotency_key: str
+    outcome: AttemptOutcome | None = Field(description="null while the call is under way")
+    failure_code: str | None
+    failure_message: str | None
+    gateway_reference: str | None
+    created: datetime
+    settled_at: datetime | None
+
+
 class Payment(BaseModel):
     id: str
     object: Literal["payment"] = "payment"
@@ -69,6 +89,18 @@ class Payment(BaseModel):
     gateway_reference: str | None
     description: str | None
     created: datetime
+    dispute_status: DisputeStatus | None = Field(
+        default=None, description="A chargeback from the gateway: open, won or lost"
+    )
+    amount_disputed: int = Field(default=0, description="Minor units the dispute is about")
+    routing_reason: str | None = Field(
+        default=None, description="Why the payment went to its gateways, in words"
+    )
+    routing_rule_id: str | None = Field(default=None, description="The routing rule that decided")
+    attempts: list[PaymentAttempt] | None = Field(
+        default=None,
+        description="Each gateway tried, in order (GET /v1/payments/{id} only; null elsewhere)",
+    )
 
 
 ChargeOutcome = Literal[
@@ -102,6 +134,15 @@ class Refund(BaseModel):
     status: Literal["pending", "succeeded", "failed"]
     reason: str | None
     created: datetime
+
+
+class OperatorMark(BaseModel):
+    """An operator's word on a manual payment (a bank transfer found, cash taken, or neither)."""
+
+    reference: str | None = Field(
+        default=None, max_length=255, description="The bank's reference, or a receipt number"
+    )
+    note: str | None = Field(default=None, max_length=500)
 
 
 class PaymentStatusReport(BaseModel):

@@ -5,10 +5,13 @@ the gateway's token, the brand, the last four digits and the expiry are kept, an
 log line ever carries the number or the CVC.
 
 A charge is three steps, so that a crash always leaves evidence and an order is never charged
-twice: the payment is written `pending` and committed (the partial unique index on
-(tenant_id, order_id) refuses a second pending or succeeded payment of the same order); the
-gateway is called outside any transaction, with the payment id as idempotency key; the outcome
-is written, with its event, in a new transaction.
+twice: the payment is written `pending`, with its route through the tenant's gateways, and
+committed (the partial unique index on (tenant_id, order_id) refuses a second pending or
+succeeded payment of the same order); its attempts go to the gateways in order, each written
+before its call and carrying its own idempotency key, outside any transaction (`attempts`:
+failover on retriable errors, never after a decline or an unknown outcome); the outcome is
+written, with its event, in a new transaction. A payment whose outcome is unknown stays pending
+until the reconciler (`reconcile`) has asked the gateway.
 
 Payment methods are in `methods`, refunds in `refunds`, the original design's endpoints in `seed`.
 """
@@ -18,15 +21,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from recur.kit.errors import Conflict, InvalidRequest, NotFound
 from recur.kit.ids import new_id
 from recur.kit.money import MAX_MINOR
 from recur.kit.pagination import Page, to_page
-from recur.payments import batch
+from recur.payments import attempts
 from recur.payments import repository as repo
 from recur.payments.checks import (
     _check_filters,
@@ -37,10 +41,12 @@ from recur.payments.checks import (
     _method_row,
     _order,
 )
-from recur.payments.gateways import DEFAULT_GATEWAY, gateway_for
+from recur.payments.gateways import DEFAULT_GATEWAY
 from recur.payments.gateways.base import GatewayDecline
 from recur.payments.schemas import Payment, PaymentCreate
 from recur.payments.tables import OUTBOX
+from recur.payments.tables import payments as payments_table
+from recur.payments.tokens import tokenize_everywhere
 
 if TYPE_CHECKING:
     from recur.customers.schemas import Customer
@@ -62,11 +68,12 @@ class _Target:
 
 @dataclass(frozen=True)
 class _Source:
-    """What is charged: a token of the gateway, or a one-off card the gateway refused."""
+    """What is charged: the card's token at each gateway, or a one-off card that was refused."""
 
-    gateway: str
+    gateway: str  # the card's own gateway (the first that tokenized it)
     payment_method_id: str | None
-    token: str | None
+    tokens: dict[str, str]
+    brand: str | None = None
     decline: GatewayDecline | None = None
 
 
@@ -124,20 +131,19 @@ async def _source(
     if params.card is not None:
         if params.payment_method_id is not None:
             raise InvalidRequest("give payment_method_id or card, not both", param="card")
-        gateway = gateway_for(rt, DEFAULT_GATEWAY)
         try:
-            card = await gateway.tokenize(params.card)
+            tokenized = await tokenize_everywhere(rt, tenant_id, params.card)
         except GatewayDecline as exc:
             # Still a payment attempt: it is recorded as failed, with the gateway's code.
-            return _Source(gateway.name, None, None, exc)
-        return _Source(gateway.name, None, card.token)
+            return _Source(DEFAULT_GATEWAY, None, {}, None, exc)
+        return _Source(tokenized.gateway, None, tokenized.tokens, tokenized.card.brand)
     if params.payment_method_id is not None:
         row = await _method_row(rt, tenant_id, params.payment_method_id)
         if row.customer_id != customer.id:
             raise InvalidRequest(
                 "the payment method belongs to another customer", param="payment_method_id"
             )
-        return _Source(row.gateway, row.id, row.gateway_token)
+        return await _method_source(rt, tenant_id, row)
     if customer.default_payment_method_id is None:
         raise InvalidRequest(
             "the customer has no payment method: attach one, or pass card",
@@ -152,15 +158,51 @@ async def _source(
             param="payment_method_id",
             code="no_payment_method",
         ) from None
-    return _Source(row.gateway, row.id, row.gateway_token)
+    return await _method_source(rt, tenant_id, row)
+
+
+async def _method_source(rt: Runtime, tenant_id: str, row: Any) -> _Source:
+    async with rt.uow() as uow:
+        tokens = (await attempts.tokens_of(uow, tenant_id, [row.id]))[row.id]
+    return _Source(row.gateway, row.id, tokens, row.brand)
+
+
+async def _by_request_key(rt: Runtime, tenant_id: str, request_key: str) -> Payment | None:
+    async with rt.uow() as uow:
+        row = await uow.fetch_one(
+            sa.select(payments_table.c.id).where(
+                payments_table.c.tenant_id == tenant_id,
+                payments_table.c.request_key == request_key,
+            )
+        )
+    return None if row is None else await _payment(rt, tenant_id, row.id)
+
+
+async def _resume(rt: Runtime, tenant_id: str, payment: Payment) -> Payment:
+    """The payment a request made before its process died (the request is carried out again
+    under the same Idempotency-Key): settled from what its gateway did, never charged anew
+    while that is unknown."""
+    from recur.payments import reconcile  # reconcile charges through the modules above
+
+    if payment.status == "pending":
+        await reconcile.reconcile_payment(rt, tenant_id, payment.id)
+        payment = await _payment(rt, tenant_id, payment.id)
+    log.info("payment %s resumed under its request key: %s", payment.id, payment.status)
+    return payment
 
 
 async def _charge(
-    rt: Runtime, tenant_id: str, target: _Target, source: _Source, description: str | None
+    rt: Runtime,
+    tenant_id: str,
+    target: _Target,
+    source: _Source,
+    description: str | None,
+    request_key: str | None = None,
 ) -> Payment:
     now = rt.clock.now()
     payment_id = new_id("pay")
     values = {
+        "request_key": request_key,
         "id": payment_id,
         "tenant_id": tenant_id,
         "customer_id": target.customer.id,
@@ -193,13 +235,22 @@ async def _charge(
         log.info("payment %s failed: %s", payment.id, payment.failure_code)
         return payment
 
-    assert source.token is not None
-    gateway_for(rt, source.gateway)  # an unknown gateway fails before anything is written
+    router = await attempts.load_router(rt, tenant_id)
+    candidate, route = attempts.candidate(
+        router, payment_id, target.amount, target.currency, source.brand, source.tokens
+    )
+    values["gateway"] = route.gateways[0] if route.gateways else source.gateway
+    values["routing_reason"] = route.reason
+    values["routing_rule_id"] = route.rule_id
     try:
         async with rt.uow() as uow:
             await repo.insert_payment(uow, {**values, "status": "pending"})
             await uow.commit()
     except IntegrityError:
+        if request_key is not None:
+            existing = await _by_request_key(rt, tenant_id, request_key)
+            if existing is not None:
+                return await _resume(rt, tenant_id, existing)
         if target.order_id is None:
             raise
         raise Conflict(
@@ -208,22 +259,29 @@ async def _charge(
             code="order_already_paid",
         ) from None
 
-    # Outside any transaction: a slow gateway holds no lock. The payment id as idempotency key
-    # makes a retry after a crash charge once.
-    results = await batch.call_gateways(rt, [(values, source.gateway, source.token)])
-    settled = (await batch.settle(rt, tenant_id, results)).get(payment_id)
-    # None when settled meanwhile by someone else: theirs is the outcome.
-    payment = settled or await get_payment(rt, tenant_id, payment_id)
+    # Outside any transaction: a slow gateway holds no lock. Each attempt's idempotency key
+    # makes a retry after a crash charge once; an unknown outcome leaves the payment pending.
+    settled = (await attempts.run_attempts(rt, tenant_id, [candidate])).get(payment_id)
+    # None when left pending, or settled meanwhile by someone else: theirs is the outcome.
+    payment = settled or await _payment(rt, tenant_id, payment_id)
     log.info("payment %s %s %s", payment.id, payment.status, payment.failure_code or "")
     return payment
 
 
-async def create_payment(rt: Runtime, tenant_id: str, params: PaymentCreate) -> Payment:
+async def create_payment(
+    rt: Runtime, tenant_id: str, params: PaymentCreate, request_key: str | None = None
+) -> Payment:
     """Charge an order's amount due (`order_id`) or an amount to a customer (`customer_id`).
 
     The card is `payment_method_id`, a one-off `card`, or the customer's default. A decline is
     not an error here: the payment comes back `failed` (the API answers it with a 402).
+    `request_key` is the request's Idempotency-Key: the request carried out again (its first
+    process died) gets the payment it made, settled, not a second charge.
     """
+    if request_key is not None:
+        existing = await _by_request_key(rt, tenant_id, request_key)
+        if existing is not None:
+            return await _resume(rt, tenant_id, existing)
     description = _check_text(params.description, "description")
     if params.order_id is not None:
         target = await _order_target(rt, tenant_id, params)
@@ -236,7 +294,7 @@ async def create_payment(rt: Runtime, tenant_id: str, params: PaymentCreate) -> 
     source = await _source(rt, tenant_id, target.customer, params)
     if target.customer.currency is None:
         await rt.customers.adopt_currency(tenant_id, target.customer.id, target.currency)
-    payment = await _charge(rt, tenant_id, target, source, description)
+    payment = await _charge(rt, tenant_id, target, source, description, request_key)
     if payment.status == "failed" and target.order_id and target.subscription_id:
         await start_dunning(
             rt,
@@ -296,14 +354,20 @@ async def charge_order(rt: Runtime, tenant_id: str, order_id: str) -> Payment:
         raise
 
 
+async def _payment(rt: Runtime, tenant_id: str, payment_id: str) -> Payment:
+    async with rt.uow() as uow:
+        return repo.to_payment(await repo.get_payment(uow, tenant_id, payment_id))
+
+
 async def get_payment(rt: Runtime, tenant_id: str, payment_id: str) -> Payment:
-    """One payment of the tenant."""
+    """One payment of the tenant, with its attempts at the gateways."""
     _check_id(payment_id, "payment_id", "payment")
     async with rt.uow() as uow:
         row = await repo.get_payment(uow, tenant_id, payment_id)
+        tried = await attempts.attempts_of(uow, tenant_id, payment_id) if row else []
     if row is None:
         raise NotFound(f"no such payment: {payment_id}", param="payment_id")
-    return repo.to_payment(row)
+    return repo.to_payment(row).model_copy(update={"attempts": tried})
 
 
 async def list_payments(

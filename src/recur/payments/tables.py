@@ -43,7 +43,19 @@ payments = sa.Table(
     sa.Column("description", sa.String(500)),
     sa.Column("created", UTCDateTime, nullable=False),
     sa.Column("updated", UTCDateTime, nullable=False),
+    # A dispute (chargeback) from the gateway's webhooks: open, won or lost; see disputes.py.
+    sa.Column("dispute_status", sa.String(20)),
+    sa.Column("amount_disputed", sa.BigInteger, nullable=False, default=0, server_default="0"),
+    # Why the payment went to its gateways (routing.Route.reason), and the rule that decided.
+    sa.Column("routing_reason", sa.Text),
+    sa.Column("routing_rule_id", sa.String(40)),
+    # The Idempotency-Key of the request that created it: a request carried out again after
+    # the process running it died finds this payment instead of charging a second one.
+    sa.Column("request_key", sa.String(255)),
     sa.Index("ix_payments_tenant", "tenant_id", "id"),
+    sa.Index("uq_payments_request_key", "tenant_id", "request_key", unique=True),
+    # Gateway webhooks find the payment by the gateway's reference of the charge.
+    sa.Index("ix_payments_gateway_reference", "gateway", "gateway_reference"),
     sa.Index("ix_payments_customer", "tenant_id", "customer_id", "id"),
     sa.Index("ix_payments_order", "tenant_id", "order_id", "id"),
     # An order is charged at most once: while one payment of it is pending or has succeeded,
@@ -56,6 +68,52 @@ payments = sa.Table(
         postgresql_where=sa.text("status IN ('pending', 'succeeded')"),
         sqlite_where=sa.text("status IN ('pending', 'succeeded')"),
     ),
+)
+
+# The reconciler's work: pending payments, oldest first.
+sa.Index(
+    "ix_payments_pending",
+    payments.c.updated,
+    postgresql_where=payments.c.status == "pending",
+    sqlite_where=payments.c.status == "pending",
+)
+
+# One row per charge sent (or skipped) at one gateway for a payment, in order. Every charge
+# carries the attempt's `idempotency_key`; `outcome` is null while the call is under way, then
+# succeeded, declined, retriable_error, unknown (maybe charged: the reconciler asks) or skipped
+# (breaker open, no token there). `token` is the gateway token charged (never a card number),
+# kept so that the reconciler asks the gateway about exactly what was sent.
+payment_attempts = sa.Table(
+    "payment_attempts",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("payment_id", sa.String(40), sa.ForeignKey(payments.c.id), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("gateway", sa.String(40), nullable=False),
+    sa.Column("idempotency_key", sa.String(80), nullable=False),
+    sa.Column("token", sa.String(255)),
+    sa.Column("outcome", sa.String(20)),
+    sa.Column("failure_code", sa.String(60)),
+    sa.Column("failure_message", sa.String(500)),
+    sa.Column("gateway_reference", sa.String(255)),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("settled_at", UTCDateTime),
+    sa.UniqueConstraint("payment_id", "number", name="uq_payment_attempts_number"),
+    sa.UniqueConstraint("idempotency_key", name="uq_payment_attempts_key"),
+    sa.Index("ix_payment_attempts_tenant", "tenant_id", "payment_id"),
+)
+
+# A card attached once, tokenized at each of the tenant's gateways: the token to charge there.
+# The first gateway's token is also the payment method's own `gateway_token`.
+payment_method_tokens = sa.Table(
+    "payment_method_tokens",
+    metadata,
+    sa.Column("payment_method_id", sa.String(40), primary_key=True),
+    sa.Column("gateway", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("token", sa.String(255), nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
 )
 
 refunds = sa.Table(
@@ -107,6 +165,74 @@ payments_dunning_settings = sa.Table(
     sa.Column("retry_days", sa.JSON, nullable=False),  # days after the first failure, increasing
     sa.Column("final_action", sa.String(10), nullable=False),  # cancel or unpaid
     sa.Column("updated", UTCDateTime, nullable=False),
+)
+
+# A tenant's account at a payment gateway. The credentials are kept only as a Fernet token
+# (settings' gateway_credentials_key), null when the gateway needs none; `summary` is what may
+# be shown of them (the last characters of a key, the merchant account).
+payment_gateways = sa.Table(
+    "payment_gateways",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(20), nullable=False),  # sandbox, stripe, adyen, manual
+    sa.Column("credentials_encrypted", sa.Text),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("updated", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_payment_gateways_tenant_name"),
+)
+
+# A tenant's routing rules, tried by priority (lowest first, then oldest); see routing.py.
+# Exactly one of `gateways` (names in failover order) and `split` ([{gateway, percent}]) is set.
+payment_routing_rules = sa.Table(
+    "payment_routing_rules",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("amount_min", sa.BigInteger),  # inclusive, minor units
+    sa.Column("amount_max", sa.BigInteger),  # inclusive, minor units
+    sa.Column("card_brand", sa.String(20)),
+    sa.Column("gateways", sa.JSON(none_as_null=True)),
+    sa.Column("split", sa.JSON(none_as_null=True)),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.Column("updated", UTCDateTime, nullable=False),
+    sa.Index("ix_payment_routing_rules_tenant", "tenant_id", "priority", "id"),
+)
+
+# Gateway webhooks, kept once by the gateway's event id (redeliveries answer 200 and change
+# nothing); `outcome` says what Recur did with it (see webhooks.py).
+gateway_events = sa.Table(
+    "gateway_events",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("gateway", sa.String(20), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("gateway_type", sa.String(100), nullable=False),
+    sa.Column("payment_id", sa.String(40)),
+    sa.Column("refund_id", sa.String(40)),
+    sa.Column("outcome", sa.String(40), nullable=False),
+    sa.Column("received", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("gateway", "event_id", name="uq_gateway_events_gateway_event"),
+    sa.Index("ix_gateway_events_payment", "tenant_id", "payment_id"),
+)
+
+# An operator's word on a manual payment (bank transfer, cash): paid or not. One per payment.
+payment_operator_marks = sa.Table(
+    "payment_operator_marks",
+    metadata,
+    sa.Column("payment_id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("paid", sa.Boolean, nullable=False),
+    sa.Column("marked_by", sa.String(80), nullable=False),
+    sa.Column("marked_at", UTCDateTime, nullable=False),
+    sa.Column("reference", sa.String(255)),
+    sa.Column("note", sa.String(500)),
 )
 
 outbox = outbox_table(metadata, "payments")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 
 from recur.kit.http import RuntimeDep, TenantId
 from recur.kit.pagination import Limit, Page, StartingAfter
@@ -74,9 +74,12 @@ async def get_plan(plan_id: str, tenant_id: TenantId, rt: RuntimeDep) -> Plan:
 
 @router.post("", response_model=Subscription)
 async def create_subscription(
-    params: SubscriptionCreate, tenant_id: TenantId, rt: RuntimeDep
+    params: SubscriptionCreate,
+    tenant_id: TenantId,
+    rt: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Subscription:
-    return await service.create_subscription(rt, tenant_id, params)
+    return await service.create_subscription(rt, tenant_id, params, request_key=idempotency_key)
 
 
 @router.get("", response_model=Page[Subscription])

@@ -17,6 +17,12 @@ _COUPON = TypeAdapter(Coupon)
 _TAX_RATES = TypeAdapter(list[TaxRate])
 _NOTHING = TypeAdapter(None)
 
+# Calls safe to send again when an instance may have got one and died before answering: reads,
+# and coupon uses, counted once per redeemer and given back once.
+IDEMPOTENT_CALLS = frozenset(
+    {"get-test-clock", "get-subscription", "redeem-coupon", "release-coupon", "get-tax-rates"}
+)
+
 
 class HttpSubscriptionsClient:
     def __init__(self, upstream: ServiceClient):

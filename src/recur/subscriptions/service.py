@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
+
 from recur.kit.errors import InvalidRequest, NotFound
 from recur.kit.ids import new_id
 from recur.kit.pagination import Page, to_page
@@ -23,14 +25,31 @@ MAX_AMOUNT = 2**63 - 1
 
 
 async def create_subscription(
-    rt: Runtime, tenant_id: str, params: SubscriptionCreate
+    rt: Runtime, tenant_id: str, params: SubscriptionCreate, request_key: str | None = None
 ) -> Subscription:
     """Start a subscription now (in its customer's time).
 
     Without a trial the first period is ordered and charged at once: `active` when paid,
     `incomplete` when not. With a trial it is `trialing`, first charged when the trial ends.
     A `coupon_id` is checked as of the customer's time and its use counted with the subscription.
+    `request_key` is the request's Idempotency-Key: the request carried out again (its first
+    process died) finishes the subscription it started instead of starting a second one.
     """
+    if request_key is not None:
+        async with rt.uow() as uow:
+            started = await uow.fetch_one(
+                sa.select(subscriptions.c.id, subscriptions.c.pending_period_start).where(
+                    subscriptions.c.tenant_id == tenant_id,
+                    subscriptions.c.request_key == request_key,
+                )
+            )
+        if started is not None:
+            if started.pending_period_start is not None:
+                # Its first period is ordered and charged idempotently: this finishes it.
+                await billing.advance_subscription(
+                    rt, tenant_id, started.id, started.pending_period_start
+                )
+            return await get_subscription(rt, tenant_id, started.id)
     customer = await rt.customers.get(tenant_id, params.customer_id)
     async with rt.uow() as uow:
         plan = await repo.get_plan(uow, tenant_id, params.plan_id)
@@ -56,6 +75,7 @@ async def create_subscription(
     subscription_id = new_id("sub")
     values = {
         "id": subscription_id,
+        "request_key": request_key,
         "tenant_id": tenant_id,
         "customer_id": customer.id,
         "plan_id": plan.id,

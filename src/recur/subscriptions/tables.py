@@ -154,7 +154,12 @@ subscriptions = sa.Table(
     # this key. Settled right after the change or cancel commits; if the process dies first,
     # by the subscription's next bill run (a canceled one stays due until then).
     sa.Column("pending_invoice_at", UTCDateTime),
+    # The Idempotency-Key of the request that created it: a request carried out again after
+    # the process running it died finds this subscription instead of starting (and charging)
+    # a second one.
+    sa.Column("request_key", sa.String(255)),
     sa.Index("ix_subscriptions_tenant_id", "tenant_id", "id"),
+    sa.Index("uq_subscriptions_request_key", "tenant_id", "request_key", unique=True),
     sa.Index("ix_subscriptions_due", "next_action_at", "test_clock_id"),
 )
 

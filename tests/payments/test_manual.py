@@ -1,0 +1,83 @@
+"""Manual payments (bank transfer, cash), marked paid or failed by an operator."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from recur.payments.operator_marks import marks_reader
+from recur.payments.tables import ledger as payments_ledger
+from recur.payments.tables import outbox
+from recur.verify import verify
+
+
+async def test_an_operator_marks_a_manual_payment_paid(
+    api, tenant, runtime, make_customer, gateway_payments
+) -> None:
+    customer = await make_customer()
+    payment_id = await gateway_payments.pending(
+        tenant.id, customer["id"], "manual", 5000, attempt_key="manual-attempt-1"
+    )
+    read = marks_reader(runtime)
+    assert await read("manual-attempt-1") is None
+
+    response = await api.post(
+        f"/v1/payments/{payment_id}/mark-paid",
+        json={"reference": "BANK-REF-991", "note": "seen on the statement"},
+    )
+    assert response.status_code == 200, response.text
+    payment = response.json()
+    assert (payment["status"], payment["gateway_reference"]) == ("succeeded", "BANK-REF-991")
+    assert (await api.get(f"/v1/payments/{payment_id}")).json() == payment
+
+    mark = await read("manual-attempt-1")
+    assert mark is not None and mark.paid and mark.reference == "BANK-REF-991"
+    async with runtime.uow() as uow:
+        lines = await uow.fetch_all(
+            sa.select(payments_ledger).where(payments_ledger.c.source_id == payment_id)
+        )
+        events = await uow.fetch_all(
+            sa.select(outbox.c.type).where(outbox.c.type.like("payment.%"))
+        )
+    assert sorted((line.account, line.debit, line.credit) for line in lines) == [
+        ("gateway_cash:manual", 5000, 0),
+        ("payments_clearing", 0, 5000),
+    ]
+    assert [e.type for e in events] == ["payment.succeeded"]
+
+    # Only while pending: marked again, either way, it is a 409 and nothing moves.
+    for action in ("mark-paid", "mark-failed"):
+        again = await api.post(f"/v1/payments/{payment_id}/{action}")
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["code"] == "payment_not_pending"
+    assert [f.check for f in await verify(runtime.db) if not f.ok] == []
+
+
+async def test_an_operator_marks_a_manual_payment_failed(
+    api, tenant, make_customer, gateway_payments
+) -> None:
+    customer = await make_customer()
+    payment_id = await gateway_payments.pending(tenant.id, customer["id"], "manual", 800)
+    response = await api.post(f"/v1/payments/{payment_id}/mark-failed")
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["failure_code"]) == (
+        "failed",
+        "not_received",
+    )
+
+
+async def test_only_manual_payments_of_the_tenant_are_marked(
+    api, tenant, other_tenant, make_customer, gateway_payments
+) -> None:
+    customer = await make_customer()
+    card_payment = await gateway_payments.pending(tenant.id, customer["id"], "sandbox", 800)
+    refused = await api.post(f"/v1/payments/{card_payment}/mark-paid")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "not_a_manual_payment"
+    assert (await api.get(f"/v1/payments/{card_payment}")).json()["status"] == "pending"
+
+    manual = await gateway_payments.pending(tenant.id, customer["id"], "manual", 800)
+    other = await other_tenant.client.post(f"/v1/payments/{manual}/mark-paid")
+    assert other.status_code == 404, other.text
+    bad = await api.post(f"/v1/payments/{manual}/mark-paid", json={"note": "x" * 501})
+    assert bad.status_code == 400, bad.text
+    assert (await api.get(f"/v1/payments/{manual}")).json()["status"] == "pending"

@@ -1,0 +1,135 @@
+"""The fault test: payments through a sandbox that times out on 30% of charges and fails 10%,
+then the reconciler. No order is charged twice, every payment is settled, the books are clean."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+
+from recur.bench_payments import fault_run
+from recur.payments import attempts
+from recur.payments.breaker import BREAKERS, GatewayBreakers
+from recur.payments.reconcile import reconcile
+from recur.payments.tables import payment_attempts, payments
+from recur.settings import Settings
+from recur.verify import verify
+
+KEY = Fernet.generate_key().decode()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        scheduler_enabled=False,
+        rate_limit_per_second=1000,
+        rate_limit_burst=1000,
+        gateway_credentials_key=KEY,
+    )
+
+
+@pytest.fixture(autouse=True)
+def fresh_breakers(monkeypatch) -> None:
+    # A breaker that never opens here: this test is about outcomes, not about skipping.
+    monkeypatch.setattr(attempts, "BREAKERS", GatewayBreakers(failures_to_open=10_000))
+    BREAKERS.reset()
+
+
+async def test_no_order_is_charged_twice_and_every_payment_settles(runtime) -> None:
+    report = await fault_run(runtime, 60)
+    assert report.payments == 60
+    assert report.timeouts_seen > 0  # the faults happened
+    assert report.reconciled.asked > 0
+    assert report.max_charges_per_order == 1
+    assert report.orders_charged_twice == 0
+    assert report.succeeded_without_charge == 0
+    assert report.pending_left == 0
+    assert report.succeeded + report.failed == 60
+    assert report.verify_failures == []
+    async with runtime.uow() as uow:
+        live = (
+            await uow.execute(
+                sa.select(sa.func.count()).where(
+                    sa.or_(
+                        payment_attempts.c.outcome.is_(None),
+                        payment_attempts.c.outcome == "unknown",
+                    )
+                )
+            )
+        ).scalar_one()
+        failed_codes = set(
+            (
+                await uow.execute(
+                    sa.select(payments.c.failure_code).where(payments.c.status == "failed")
+                )
+            ).scalars()
+        )
+    assert live == 0
+    # A retriable failure at the only gateway fails the payment; nothing else fails here.
+    assert failed_codes <= {"gateways_unavailable"}
+
+
+async def test_an_unknown_outcome_waits_for_the_reconciler(
+    runtime, api, tenant, make_customer, attach, make_order
+) -> None:
+    configured = await api.post(
+        "/v1/gateways",
+        json={
+            "name": "sandbox",
+            "credentials": {"faults": {"timeout_share": 1.0, "charged_on_timeout_share": 1.0}},
+        },
+    )
+    assert configured.status_code == 200, configured.text
+    customer = await make_customer()
+    assert (await attach(customer["id"])).status_code == 200
+    order = await make_order(customer["id"], 900)
+    response = await api.post("/v1/payments", json={"order_id": order["id"]})
+    assert response.status_code == 200, response.text
+    payment = response.json()
+    assert payment["status"] == "pending"
+    # Asked again, the order is being paid: nothing is charged twice.
+    again = await api.post("/v1/payments", json={"order_id": order["id"]})
+    assert again.status_code == 409
+    # Too soon for the reconciler: left alone.
+    assert (await reconcile(runtime)).asked == 0
+    result = await reconcile(runtime, unknown_after=timedelta(0))
+    assert (result.asked, result.succeeded) == (1, 1)
+    fetched = (await api.get(f"/v1/payments/{payment['id']}")).json()
+    assert fetched["status"] == "succeeded"
+    assert [(a["outcome"], a["idempotency_key"]) for a in fetched["attempts"]] == [
+        ("succeeded", f"{payment['id']}-1")
+    ]
+    assert (await api.get(f"/v1/orders/{order['id']}")).json()["status"] == "paid"
+    assert all(f.ok for f in await verify(runtime.db))
+
+
+async def test_a_charge_that_never_arrived_is_sent_again_under_a_new_key(
+    runtime, api, make_customer, attach
+) -> None:
+    await api.post(
+        "/v1/gateways",
+        json={
+            "name": "sandbox",
+            "credentials": {"faults": {"timeout_share": 1.0, "charged_on_timeout_share": 0.0}},
+        },
+    )
+    customer = await make_customer()
+    assert (await attach(customer["id"])).status_code == 200
+    body = {"customer_id": customer["id"], "amount": 500, "currency": "USD"}
+    payment = (await api.post("/v1/payments", json=body)).json()
+    assert payment["status"] == "pending"
+    # Lost, every time (the sandbox's fate is per key): each run closes one attempt as never
+    # arrived and leaves the next one unknown; never two live attempts.
+    for _ in range(2):
+        await reconcile(runtime, unknown_after=timedelta(0))
+    fetched = (await api.get(f"/v1/payments/{payment['id']}")).json()
+    assert fetched["status"] == "pending"
+    outcomes = [(a["number"], a["outcome"], a["failure_code"]) for a in fetched["attempts"]]
+    assert outcomes == [
+        (1, "retriable_error", "not_found"),
+        (2, "retriable_error", "not_found"),
+        (3, "unknown", "timeout"),
+    ]
