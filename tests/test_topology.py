@@ -137,6 +137,15 @@ class Topology:
     def log(self, name: str) -> str:
         return (self.state_dir / f"{name}.log").read_text(errors="replace")
 
+    def warnings(self) -> list[str]:
+        """Every process's warnings and errors: why a request failed, for a failing test."""
+        return [
+            line
+            for path in sorted(self.state_dir.glob("*.log"))
+            for line in path.read_text(errors="replace").splitlines()
+            if " WARNING " in line or " ERROR " in line
+        ]
+
 
 def _gone(pid: int) -> bool:
     try:
@@ -509,7 +518,10 @@ async def test_an_instance_of_each_service_killed_under_load(cluster) -> None:
         finally:
             stop.set()
             load = await load_task
-    assert load.failures == [], f"{len(load.failures)} failed: {load.failures[:5]}"
+    assert load.failures == [], (
+        f"{len(load.failures)} failed: {load.failures[:5]}; the processes' warnings:\n"
+        + "\n".join(topology.warnings())
+    )
     # Every kind of request went on being answered once its service had lost an instance.
     for service, moment in killed_at.items():
         assert load.since(moment, service) >= 3, (service, load.since(moment, service))

@@ -268,6 +268,45 @@ async def test_a_post_without_a_key_is_never_retried(topology, tenant) -> None:
     assert unreachable == 1
 
 
+class BreaksOff:
+    """An instance that dies in the middle of every answer: the head is sent, the body is cut
+    short and the connection dropped."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        self.requests += 1
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"id": "cus_', "more_body": True})
+        raise ConnectionAbortedError("the instance died mid-answer")
+
+
+async def test_an_answer_broken_off_is_retried_like_no_answer(topology, tenant) -> None:
+    breaks = BreaksOff()
+    broken = await topology.serve(breaks)
+    good = topology.upstreams["customers"][0]
+    gateway = await topology.gateway({**topology.upstreams, "customers": [broken.url, good]})
+    async with _client(gateway.url, tenant) as api:
+        # A GET, and a POST with an Idempotency-Key, go on to the other instance.
+        assert (await api.get("/v1/customers")).status_code == 200
+        created = await api.post(
+            "/v1/customers", json={"name": "Ada"}, headers={"Idempotency-Key": "broken-1"}
+        )
+        assert created.status_code == 200, created.text
+        assert breaks.requests >= 1
+    listed = await _names_of_customers(gateway.url, tenant)
+    assert listed == ["Ada"]
+
+
+async def _names_of_customers(url: str, tenant: Tenant) -> list[str]:
+    async with _client(url, tenant) as api:
+        return [c["name"] for c in (await api.get("/v1/customers")).json()["data"]]
+
+
 async def test_breaker_opens_after_failures_and_half_opens_after_cool_down(
     topology, tenant, tmp_path: Path
 ) -> None:

@@ -1,7 +1,6 @@
 """A service client over several instances: round robin; a call that could not connect goes to
 the next instance, and the instance is passed over for a while; a call sent without an answer
-goes to another instance only when it is idempotent; nothing is sent again once a response has
-started."""
+goes to another instance only when it is idempotent, and so does one whose response broke off."""
 
 from __future__ import annotations
 
@@ -153,12 +152,19 @@ async def test_no_answer_moves_on_only_for_idempotent_calls(instances, session) 
     assert (len(hangs_up.requests), len(b.requests)) == (2, 1)
 
 
-async def test_nothing_is_sent_again_once_a_response_started(instances, session) -> None:
+async def test_a_response_broken_off_is_no_answer(instances, session) -> None:
     breaks, b = await instances("a", "break"), await instances("b")
+    # The instance died between the response's head and its body: an idempotent call is
+    # sent again elsewhere, as it would be after no answer at all...
     client = ServiceClient("svc", [breaks.url, b.url], session, None, idempotent_calls={"get"})
-    with pytest.raises(ServiceUnavailable, match="did not answer get"):
-        await client.call("get", {}, ANY)
-    assert (len(breaks.requests), len(b.requests)) == (1, 0)
+    assert await client.call("get", {}, ANY) == {"instance": "b"}
+    assert (len(breaks.requests), len(b.requests)) == (1, 1)
+
+    # ... and any other call, which may have been carried out, is not.
+    client = ServiceClient("svc", [breaks.url, b.url], session, None, idempotent_calls={"get"})
+    with pytest.raises(ServiceUnavailable, match="did not answer charge in full"):
+        await client.call("charge", {}, ANY)
+    assert (len(breaks.requests), len(b.requests)) == (2, 1)
 
 
 async def test_every_instance_down_is_service_unavailable(session) -> None:

@@ -332,7 +332,7 @@ class Proxy:
         while (instance := pool.choose(tried, self._now())) is not None:
             tried.append(instance)
             try:
-                response = await self._attempt(instance, method, target, headers, body)
+                response, payload = await self._attempt(instance, method, target, headers, body)
             except _Unreachable:
                 if retriable:
                     continue
@@ -345,7 +345,7 @@ class Proxy:
                     "been applied: send it again with an Idempotency-Key to retry it safely",
                 )
                 return
-            await self._relay(instance, response, send)
+            await self._relay(instance, response, payload, send)
             return
         await _send_error(
             send,
@@ -389,9 +389,12 @@ class Proxy:
         target: str,
         headers: list[tuple[str, str]],
         body: bytes,
-    ) -> aiohttp.ClientResponse:
-        """Send the request to `instance`; the response once its head has arrived."""
+    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        """Send the request to `instance`; the response once its head has arrived, with its
+        whole body when it is small. A body that breaks off counts as no answer, like a
+        connection lost before the head: the request may be sent again elsewhere."""
         assert self._session is not None
+        response = None
         try:
             response = await self._session.request(
                 method,
@@ -400,7 +403,15 @@ class Proxy:
                 data=body or None,
                 allow_redirects=False,
             )
+            length = response.content_length
+            payload = (
+                await response.read()
+                if length is not None and length <= _WHOLE_BODY_BYTES
+                else None
+            )
         except (aiohttp.ClientError, TimeoutError) as error:
+            if response is not None:
+                response.release()
             # Out of the rotation at once; its health check lets it back in.
             instance.healthy = False
             instance.breaker.failed(self._now())
@@ -413,21 +424,24 @@ class Proxy:
         else:
             instance.breaker.succeeded()
             self._count(instance, "ok")
-        return response
+        return response, payload
 
     async def _relay(
-        self, instance: Instance, response: aiohttp.ClientResponse, send: Send
+        self,
+        instance: Instance,
+        response: aiohttp.ClientResponse,
+        payload: bytes | None,
+        send: Send,
     ) -> None:
-        """The instance's status, headers and body, as they come."""
+        """The instance's status, headers and body: `payload` when it was read whole,
+        otherwise as it comes."""
         headers = [
             (name.lower(), value)
             for name, value in response.raw_headers
             if name.lower() not in _NOT_RETURNED
         ]
         try:
-            length = response.content_length
-            if length is not None and length <= _WHOLE_BODY_BYTES:
-                payload = await response.read()
+            if payload is not None:
                 await send(
                     {"type": "http.response.start", "status": response.status, "headers": headers}
                 )

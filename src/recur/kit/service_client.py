@@ -12,7 +12,7 @@ instance, and the one that failed is passed over for a few seconds. A call that 
 no response (the connection reset, or timed out) may have been carried out: it goes to another
 instance only when the method is one the service declares safe to repeat (its client's
 IDEMPOTENT_CALLS: reads, and writes keyed so that a second one changes nothing and answers the
-same). Once a response has started, nothing is sent again.
+same). A response that breaks off before its body is read counts as no answer.
 """
 
 from __future__ import annotations
@@ -193,12 +193,14 @@ class ServiceClient:
             raise _NotSent(f"{where}: {type(exc).__name__} {exc}") from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _NoAnswer(f"{where}: {type(exc).__name__} {exc}") from exc
-        # The response has started: whatever happens now, the call is not sent again.
+        # The response has started but may break off before its body is read (the instance
+        # died between the two): the call was carried out, or may have been, and that is
+        # what _NoAnswer says; a call safe to repeat is then sent again elsewhere.
         try:
             async with response:
                 return response.status, await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ServiceUnavailable(f"{where}: {type(exc).__name__} {exc}") from exc
+            raise _NoAnswer(f"{where} in full: {type(exc).__name__} {exc}") from exc
 
 
 def decode_error(service: str, method: str, status: int, payload: bytes) -> Exception:
