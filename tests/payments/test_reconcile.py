@@ -10,12 +10,16 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from recur.bench_payments import fault_run
+from recur.kit.clock import FrozenClock
 from recur.payments import attempts
 from recur.payments.breaker import BREAKERS, GatewayBreakers
 from recur.payments.reconcile import reconcile
 from recur.payments.tables import payment_attempts, payments
 from recur.settings import Settings
+from recur.subscriptions.billing import LEASE
 from recur.verify import verify
+
+from ..subscriptions.conftest import CHARGE_DECLINED_CARD, BillingDriver
 
 KEY = Fernet.generate_key().decode()
 
@@ -133,3 +137,47 @@ async def test_a_charge_that_never_arrived_is_sent_again_under_a_new_key(
         (2, "retriable_error", "not_found"),
         (3, "unknown", "timeout"),
     ]
+
+
+async def test_a_renewal_found_declined_by_the_reconciler_goes_to_dunning(
+    runtime, api, monkeypatch
+) -> None:
+    billing = BillingDriver(api)
+    clock = await billing.clock("2025-01-01T00:00:00Z")
+    plan = await billing.plan(amount=1000)
+    customer = await billing.customer(test_clock_id=clock["id"])
+    sub = await billing.post(
+        "/v1/subscriptions", {"customer_id": customer["id"], "plan_id": plan["id"]}
+    )
+    assert sub["status"] == "active"
+    await billing.post(
+        f"/v1/customers/{customer['id']}/payment-methods",
+        {"card": CHARGE_DECLINED_CARD, "set_default": True},
+    )
+    # From now on every charge's answer is lost on its way back: the sandbox declined it.
+    faults = {"timeout_share": 1.0, "charged_on_timeout_share": 1.0}
+    await billing.post("/v1/gateways", {"name": "sandbox", "credentials": {"faults": faults}})
+
+    await billing.advance(clock, "2025-02-01T00:00:00Z")
+    first, renewal = await billing.orders(sub["id"])
+    assert (first["status"], renewal["status"]) == ("paid", "open")
+    page = await billing.get("/v1/payments", order_id=renewal["id"])
+    assert [p["status"] for p in page["data"]] == ["pending"]
+    # Not known to have failed yet: no dunning.
+    assert (await billing.get(f"/v1/subscriptions/{sub['id']}"))["status"] == "active"
+
+    result = await reconcile(runtime, unknown_after=timedelta(0))
+    assert (result.asked, result.failed) == (1, 1)
+    # The bill run's next look at the period, once the lease of the run that charged it is
+    # over, learns from dunning that the charge failed, and charges nothing more: dunning
+    # retries on its schedule.
+    later = FrozenClock(runtime.clock.now() + LEASE)
+    monkeypatch.setattr(runtime, "clock", later)
+    await billing.advance(clock, "2025-02-01T00:01:00Z")
+    assert (await billing.get(f"/v1/subscriptions/{sub['id']}"))["status"] == "past_due"
+    page = await billing.get("/v1/payments", order_id=renewal["id"])
+    assert [p["status"] for p in page["data"]] == ["failed"]
+    # Dunning's first retry, a day after the failure, charges the order again.
+    await billing.advance(clock, "2025-02-02T00:00:00Z")
+    page = await billing.get("/v1/payments", order_id=renewal["id"])
+    assert sorted(p["status"] for p in page["data"]) == ["failed", "pending"]

@@ -11,7 +11,7 @@ are written in one transaction per round.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,13 @@ from recur.payments import attempts as charging
 from recur.payments import repository as repo
 from recur.payments.gateways.base import ChargeResult
 from recur.payments.schemas import OrderCharge, Payment
-from recur.payments.tables import OUTBOX, payment_attempts, payment_methods, payments
+from recur.payments.tables import (
+    OUTBOX,
+    payment_attempts,
+    payment_dunning,
+    payment_methods,
+    payments,
+)
 from recur.payments.tables import ledger as payments_ledger
 
 if TYPE_CHECKING:
@@ -61,6 +67,13 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
             payable.append(order)
     customers = await rt.customers.get_many(tenant_id, [o.customer_id for o in payable])
     async with rt.uow() as uow:
+        # An order dunning is retrying is charged on dunning's schedule only: a bill run
+        # looking again at its period (a rerun, or a charge whose outcome came late) learns
+        # that it failed, and charges nothing.
+        dunned = await _in_dunning(uow, tenant_id, [o.id for o in payable])
+        for order_id in dunned:
+            answers[order_id] = OrderCharge(order_id=order_id, outcome="failed")
+        payable = [o for o in payable if o.id not in dunned]
         methods = await _usable_methods(
             uow,
             tenant_id,
@@ -129,6 +142,7 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
             # Its outcome is unknown: the payment stays pending until the reconciler knows.
             answers[row["order_id"]] = OrderCharge(order_id=row["order_id"], outcome="in_progress")
     # Dunning retries what could not be charged (one at a time: declines are the exception).
+    # (Those the reconciler settled above were sent there already: asking again does nothing.)
     for order in payable:
         answer = answers[order.id]
         if order.subscription_id and answer.outcome in ("failed", "no_payment_method"):
@@ -143,6 +157,44 @@ async def charge_orders(rt: Runtime, tenant_id: str, order_ids: Sequence[str]) -
                 failed.created if failed else None,
             )
     return [answers[order_id] for order_id in order_ids]
+
+
+async def dun_failed(rt: Runtime, tenant_id: str, settled: Iterable[Payment]) -> None:
+    """Payments settled `failed` after their charge was answered (by the reconciler, or a
+    gateway's webhook): those of a subscription's order still open go to dunning, as a
+    decline answered at once does. Asking for an order dunning has already does nothing."""
+    from recur.payments import service  # imported here: it charges through this module
+
+    failed = [p for p in settled if p.status == "failed" and p.order_id is not None]
+    if not failed:
+        return
+    orders = await rt.orders.get_many(tenant_id, [p.order_id for p in failed if p.order_id])
+    for payment in failed:
+        order = orders.get(payment.order_id or "")
+        if order is None or order.subscription_id is None or order.status != "open":
+            continue
+        await service.start_dunning(
+            rt,
+            tenant_id,
+            order.id,
+            order.subscription_id,
+            order.customer_id,
+            payment.payment_method_id,
+            payment.created,
+        )
+
+
+async def _in_dunning(uow: Any, tenant_id: str, order_ids: list[str]) -> set[str]:
+    if not order_ids:
+        return set()
+    rows = await uow.fetch_all(
+        sa.select(payment_dunning.c.order_id).where(
+            payment_dunning.c.tenant_id == tenant_id,
+            payment_dunning.c.order_id.in_(order_ids),
+            payment_dunning.c.status == "open",
+        )
+    )
+    return {row.order_id for row in rows}
 
 
 async def _usable_methods(uow: Any, tenant_id: str, method_ids: Sequence[str | None]) -> dict:

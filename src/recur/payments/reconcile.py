@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from recur.payments import attempts as charging
-from recur.payments.batch import STRANDED_AFTER, settle
+from recur.payments.batch import STRANDED_AFTER, dun_failed, settle
 from recur.payments.credentials import credentials_cipher
 from recur.payments.gateway_config import RoutedGateway
 from recur.payments.gateways.base import ChargeResult, ChargeStatus
@@ -225,6 +225,7 @@ async def _reconcile_payments(
             result.failed += 1
     result.left_pending += len(candidates) - len(again)
     settled_payments.update(again)
+    await dun_failed(rt, tenant_id, settled_payments.values())
     return result, settled_payments
 
 

@@ -334,6 +334,7 @@ async def _apply(
                 event.failure_message or "The gateway declined the payment.",
             )
         settled = await batch.settle(rt, tenant_id, {payment.id: result})
+        await batch.dun_failed(rt, tenant_id, settled.values())
         return "settled" if settled else "already_settled"
     if event.kind in (WebhookKind.REFUND_SUCCEEDED, WebhookKind.REFUND_FAILED):
         succeeded = event.kind == WebhookKind.REFUND_SUCCEEDED
