@@ -426,7 +426,8 @@ def bench_payment_failover(
 @payments_app.command("reconcile")
 def payments_reconcile() -> None:
     """Ask the gateways about every payment whose outcome is unknown (or whose process died
-    while charging it) and settle it; charge again only what certainly never arrived."""
+    while charging it) and settle it; charge again only what certainly never arrived. Pending
+    refunds are asked about and settled the same way."""
     from recur.payments.reconcile import ReconcileResult, reconcile_all
     from recur.runtime import build_runtime
 
@@ -443,7 +444,9 @@ def payments_reconcile() -> None:
     result = asyncio.run(run())
     console.print(
         f"asked {result.asked}: succeeded {result.succeeded}, failed {result.failed}, "
-        f"charged again {result.retried}, left pending {result.left_pending}"
+        f"charged again {result.retried}, left pending {result.left_pending}; refunds asked "
+        f"{result.refunds_asked}: succeeded {result.refunds_succeeded}, "
+        f"failed {result.refunds_failed}"
     )
 
 

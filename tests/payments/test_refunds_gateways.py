@@ -4,8 +4,11 @@ pending."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import sqlalchemy as sa
 
+from recur.payments.reconcile import reconcile
 from recur.payments.tables import ledger as payments_ledger
 from recur.verify import verify
 
@@ -92,6 +95,46 @@ async def test_a_refund_whose_outcome_is_unknown_stays_pending(
             sa.select(payments_ledger).where(payments_ledger.c.source_id == refund["id"])
         )
     assert lines == []
+    await _clean(runtime)
+
+    # The reconciler asks Stripe by the refund's key: none was made (the 500 came before).
+    # Too young to be sure it never arrived: left pending; once older, failed and given back.
+    assert (await reconcile(runtime, unknown_after=timedelta(0))).refunds_failed == 0
+    assert (await api.get(f"/v1/refunds/{refund['id']}")).json()["status"] == "pending"
+    result = await reconcile(runtime, unknown_after=timedelta(0), stranded_after=timedelta(0))
+    assert (result.refunds_asked, result.refunds_failed) == (1, 1)
+    failed = (await api.get(f"/v1/refunds/{refund['id']}")).json()
+    assert (failed["status"], failed["failure_code"]) == ("failed", "not_found")
+    payment = (await api.get(f"/v1/payments/{payment_id}")).json()
+    assert payment["amount_refunded"] == 0
+    assert (await _refund(api, payment_id, 1000))["status"] == "succeeded"
+    await _clean(runtime)
+
+
+async def test_a_refund_made_but_unanswered_is_settled_by_the_reconciler(
+    api, runtime, make_customer, attach
+) -> None:
+    customer = await make_customer()
+    assert (await attach(customer["id"])).status_code == 200
+    body = {"customer_id": customer["id"], "amount": 1000, "currency": "USD"}
+    payment = (await api.post("/v1/payments", json=body)).json()
+    assert payment["status"] == "succeeded"
+    # The sandbox now makes every refund and loses its answer.
+    faults = {"timeout_share": 1.0, "charged_on_timeout_share": 1.0, "operations": ["refund"]}
+    configured = await api.post(
+        "/v1/gateways", json={"name": "sandbox", "credentials": {"faults": faults}}
+    )
+    assert configured.status_code == 200, configured.text
+    refund = await _refund(api, payment["id"], 250)
+    assert refund["status"] == "pending"
+
+    result = await reconcile(runtime, unknown_after=timedelta(0))
+    assert (result.refunds_asked, result.refunds_succeeded) == (1, 1)
+    settled = (await api.get(f"/v1/refunds/{refund['id']}")).json()
+    assert settled["status"] == "succeeded" and settled["gateway_reference"]
+    assert (await api.get(f"/v1/payments/{payment['id']}")).json()["amount_refunded"] == 250
+    # Settled once: another pass finds nothing to ask.
+    assert (await reconcile(runtime, unknown_after=timedelta(0))).refunds_asked == 0
     await _clean(runtime)
 
 

@@ -30,12 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from recur.kit.errors import Conflict
 from recur.payments import attempts as charging
 from recur.payments.batch import STRANDED_AFTER, dun_failed, settle
 from recur.payments.credentials import credentials_cipher
 from recur.payments.gateway_config import RoutedGateway
-from recur.payments.gateways.base import ChargeResult, ChargeStatus
-from recur.payments.tables import payment_attempts, payment_methods, payments
+from recur.payments.gateways.base import ChargeResult, ChargeStatus, RefundResult
+from recur.payments.refunds import settle_refund
+from recur.payments.tables import payment_attempts, payment_methods, payments, refunds
+from recur.payments.tenant_gateways import tenant_gateway
 
 if TYPE_CHECKING:
     from recur.payments.schemas import Payment
@@ -60,9 +63,32 @@ class ReconcileResult:
     failed: int = 0
     retried: int = 0  # never arrived: charged along the route again, under a new key
     left_pending: int = 0  # the gateway does not know yet, or could not be asked
+    refunds_asked: int = 0
+    refunds_succeeded: int = 0
+    refunds_failed: int = 0  # refused, or never arrived: the amount can be refunded again
+
+    @property
+    def settled(self) -> int:
+        """Payments and refunds this pass settled or charged again."""
+        return (
+            self.succeeded
+            + self.failed
+            + self.retried
+            + self.refunds_succeeded
+            + self.refunds_failed
+        )
 
     def add(self, other: ReconcileResult) -> None:
-        for name in ("asked", "succeeded", "failed", "retried", "left_pending"):
+        for name in (
+            "asked",
+            "succeeded",
+            "failed",
+            "retried",
+            "left_pending",
+            "refunds_asked",
+            "refunds_succeeded",
+            "refunds_failed",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -74,7 +100,8 @@ async def reconcile(
     stranded_after: timedelta = STRANDED_AFTER,
     limit: int = BATCH,
 ) -> ReconcileResult:
-    """One pass over up to `limit` pending payments, oldest first, of every tenant (or one)."""
+    """One pass over up to `limit` pending payments, oldest first, of every tenant (or one),
+    and as many pending refunds."""
     now = rt.clock.now()
     stmt = (
         sa.select(payments.c.tenant_id, payments.c.id)
@@ -93,6 +120,88 @@ async def reconcile(
     for tenant, ids in by_tenant.items():
         outcome, _ = await _reconcile_payments(rt, tenant, ids, unknown_after, stranded_after)
         result.add(outcome)
+    result.add(
+        await _reconcile_refunds(
+            rt,
+            tenant_id=tenant_id,
+            unknown_after=unknown_after,
+            stranded_after=stranded_after,
+            limit=limit,
+        )
+    )
+    return result
+
+
+async def _reconcile_refunds(
+    rt: Runtime,
+    *,
+    tenant_id: str | None,
+    unknown_after: timedelta,
+    stranded_after: timedelta,
+    limit: int,
+) -> ReconcileResult:
+    """Pending refunds, oldest first: each is asked about at the gateway that took its
+    payment, by the refund's id (its idempotency key), and settled when the gateway knows. One
+    the gateway never received fails once it is older than any call takes, so that its amount
+    can be refunded again; one received but not decided stays pending for the next pass, or
+    the gateway's webhook."""
+    result = ReconcileResult()
+    now = rt.clock.now()
+    stmt = (
+        sa.select(
+            refunds.c.tenant_id,
+            refunds.c.id,
+            refunds.c.amount,
+            refunds.c.currency,
+            refunds.c.created,
+            payments.c.gateway,
+            payments.c.gateway_reference,
+        )
+        .join(payments, payments.c.id == refunds.c.payment_id)
+        .where(refunds.c.status == "pending", refunds.c.created < now - unknown_after)
+        .order_by(refunds.c.created)
+        .limit(limit)
+    )
+    if tenant_id is not None:
+        stmt = stmt.where(refunds.c.tenant_id == tenant_id)
+    async with rt.uow() as uow:
+        rows = await uow.fetch_all(stmt)
+    for row in rows:
+        result.refunds_asked += 1
+        try:
+            adapter = await tenant_gateway(rt, row.tenant_id, row.gateway)
+        except Conflict:
+            continue  # the gateway cannot be used now: asked again later
+        try:
+            found = await adapter.lookup_refund(
+                row.id,
+                reference=row.gateway_reference or "",
+                amount=row.amount,
+                currency=row.currency,
+            )
+        except Exception as exc:  # retriable, or an answer that cannot be read: ask later
+            log.warning("lookup of refund %s at %s failed: %s", row.id, row.gateway, exc)
+            continue
+        finally:
+            await adapter.aclose()
+        settled = found.result()
+        if settled is None and found.status == ChargeStatus.NOT_FOUND:
+            if row.created >= now - stranded_after:
+                continue  # the call may still be under way
+            settled = RefundResult(
+                False,
+                None,
+                "not_found",
+                "the gateway has no refund with this key: it never arrived",
+            )
+        if settled is None:
+            continue
+        refund = await settle_refund(rt, row.tenant_id, row.id, settled)
+        if refund is not None:
+            if refund.status == "succeeded":
+                result.refunds_succeeded += 1
+            else:
+                result.refunds_failed += 1
     return result
 
 
@@ -257,5 +366,5 @@ async def reconcile_all(rt: Runtime, *, tenant_id: str | None = None) -> Reconci
     while True:
         one = await reconcile(rt, tenant_id=tenant_id)
         total.add(one)
-        if one.succeeded + one.failed + one.retried == 0:
+        if one.settled == 0:
             return total

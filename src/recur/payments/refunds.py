@@ -145,7 +145,11 @@ async def settle_refund(
         if pending.status != "pending":
             return None
         status = "succeeded" if result.succeeded else "failed"
-        values: dict[str, Any] = {"status": status}
+        values: dict[str, Any] = {
+            "status": status,
+            "failure_code": result.failure_code,
+            "failure_message": result.failure_message,
+        }
         if result.reference is not None:
             values["gateway_reference"] = result.reference
         await repo.update_refund(uow, tenant_id, refund_id, values)

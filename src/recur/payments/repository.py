@@ -70,6 +70,9 @@ def to_refund(row: Any) -> Refund:
         currency=row.currency,
         status=row.status,
         reason=row.reason,
+        gateway_reference=row.gateway_reference,
+        failure_code=row.failure_code,
+        failure_message=row.failure_message,
         created=row.created,
     )
 

@@ -133,6 +133,12 @@ class Refund(BaseModel):
     # `pending` while the gateway is asked: the amount is already set aside on the payment.
     status: Literal["pending", "succeeded", "failed"]
     reason: str | None
+    # The gateway's id of the refund, once it has one.
+    gateway_reference: str | None = None
+    # Why it failed (Stripe's `failure_reason`): the gateway's code, or `not_found` when the
+    # gateway never received it. The amount can then be refunded again.
+    failure_code: str | None = None
+    failure_message: str | None = None
     created: datetime
 
 

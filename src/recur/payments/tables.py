@@ -127,9 +127,18 @@ refunds = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),  # pending, succeeded, failed
     sa.Column("reason", sa.String(40)),
     sa.Column("gateway_reference", sa.String(255)),
+    sa.Column("failure_code", sa.String(60)),
+    sa.Column("failure_message", sa.String(500)),
     sa.Column("created", UTCDateTime, nullable=False),
     sa.Index("ix_refunds_tenant", "tenant_id", "id"),
     sa.Index("ix_refunds_payment", "tenant_id", "payment_id", "id"),
+    # The reconciler's work: pending refunds, oldest first.
+    sa.Index(
+        "ix_refunds_pending",
+        "created",
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    ),
 )
 
 # Dunning: one row per subscription order whose charge failed, retried on the tenant's

@@ -97,6 +97,7 @@ class StripeFake:
         app.router.add_get("/v1/payment_intents", self._endpoint(self._list_intents))
         app.router.add_post("/v1/payment_intents", self._endpoint(self._create_payment_intent))
         app.router.add_post("/v1/refunds", self._endpoint(self._create_refund))
+        app.router.add_get("/v1/refunds", self._endpoint(self._list_refunds))
         return app
 
     @contextlib.asynccontextmanager
@@ -436,6 +437,22 @@ class StripeFake:
         return {
             "object": "list",
             "url": "/v1/payment_intents",
+            "has_more": len(found) > limit,
+            "data": found[:limit],
+        }
+
+    def _list_refunds(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, of one charge or PaymentIntent when given, as Stripe lists them."""
+        found = [
+            refund
+            for refund in reversed(list(self.refunds.values()))
+            if params.get("charge") in (None, refund["charge"])
+            and params.get("payment_intent") in (None, refund["payment_intent"])
+        ]
+        limit = int(params.get("limit", 10))
+        return {
+            "object": "list",
+            "url": "/v1/refunds",
             "has_more": len(found) > limit,
             "data": found[:limit],
         }

@@ -411,3 +411,27 @@ async def test_webhooks_need_the_tenants_hmac_key(adyen_fake: Any, clock: Frozen
         gateway.parse_webhook(*adyen_fake.signed(item, HMAC_KEY))
     assert missing.value.code == "no_webhook_secret"
     await gateway.aclose()
+
+
+async def test_a_refund_that_never_arrived_is_made_once_by_its_lookup(
+    adyen: PaymentGateway, impatient_adyen: PaymentGateway, adyen_fake: Any
+) -> None:
+    card = await _token(adyen)
+    charge = await adyen.charge(card.token, 1000, "USD", idempotency_key="pay_R1")
+    assert charge.reference is not None
+    adyen_fake.faults.stall_next(processed=False)
+    with pytest.raises(GatewayOutcomeUnknown):
+        await impatient_adyen.refund(charge.reference, 300, "USD", idempotency_key="re_R1")
+    await adyen_fake.faults.wait_stalled()
+    assert adyen_fake.refunds == {}
+    # No way to read a refund back: the same request under the same key is the lookup. Adyen
+    # receives it (once, however often it is asked) and its REFUND notification settles it.
+    lookups = [
+        await adyen.lookup_refund("re_R1", reference=charge.reference, amount=300, currency="USD")
+        for _ in range(2)
+    ]
+    [psp] = adyen_fake.refunds
+    assert [(lookup.status, lookup.reference) for lookup in lookups] == [
+        (ChargeStatus.UNKNOWN, psp)
+    ] * 2
+    assert lookups[0].result() is None

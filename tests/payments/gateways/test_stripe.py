@@ -381,3 +381,31 @@ async def test_webhooks_need_the_tenants_webhook_secret(
         gateway.parse_webhook(*stripe_fake.signed(event, STRIPE_WEBHOOK_SECRET))
     assert missing.value.code == "no_webhook_secret"
     await gateway.aclose()
+
+
+@pytest.mark.parametrize("processed", [True, False])
+async def test_a_refund_whose_answer_was_lost_is_found_by_its_key(
+    stripe: PaymentGateway, impatient_stripe: PaymentGateway, stripe_fake: Any, processed: bool
+) -> None:
+    card = await _token(stripe)
+    charged = await stripe.charge(card.token, 1000, "USD", idempotency_key="pay_R1")
+    assert charged.reference is not None
+    stripe_fake.faults.stall_next(processed=processed)
+    with pytest.raises(GatewayOutcomeUnknown):
+        await impatient_stripe.refund(charged.reference, 300, "USD", idempotency_key="re_R1")
+    await stripe_fake.faults.wait_stalled()
+
+    lookup = await stripe.lookup_refund(
+        "re_R1", reference=charged.reference, amount=300, currency="USD"
+    )
+    if processed:
+        [made] = stripe_fake.refunds.values()
+        assert (lookup.status, lookup.reference) == (ChargeStatus.SUCCEEDED, made["id"])
+    else:
+        assert stripe_fake.refunds == {}
+        assert (lookup.status, lookup.result()) == (ChargeStatus.NOT_FOUND, None)
+    # Another refund of the same charge is never taken for this one.
+    other = await stripe.lookup_refund(
+        "re_other", reference=charged.reference, amount=300, currency="USD"
+    )
+    assert other.status == ChargeStatus.NOT_FOUND

@@ -52,6 +52,7 @@ from recur.payments.gateways.base import (
     GatewayOutcomeUnknown,
     GatewayRetriableError,
     GatewayWebhookEvent,
+    RefundLookup,
     RefundResult,
     TokenizedCard,
     WebhookSignatureError,
@@ -276,6 +277,23 @@ class AdyenGateway:
                 str(answer.get("message") or f"Adyen refused the request ({status})"),
             )
         return _payment_outcome(answer)
+
+    async def lookup_refund(
+        self, idempotency_key: str, *, reference: str, amount: int, currency: str
+    ) -> RefundLookup:
+        # Adyen has no endpoint to read a refund back; the same request under the same
+        # Idempotency-Key is answered as the first one was (and makes the refund if the first
+        # never arrived). A refund it received is settled by its REFUND notification.
+        try:
+            result = await self.refund(reference, amount, currency, idempotency_key)
+        except GatewayOutcomeUnknown as unknown:
+            return RefundLookup(ChargeStatus.UNKNOWN, unknown.reference)
+        return RefundLookup(
+            ChargeStatus.SUCCEEDED if result.succeeded else ChargeStatus.FAILED,
+            result.reference,
+            result.failure_code,
+            result.failure_message,
+        )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayWebhookEvent:
         if not self._settings.hmac_key:

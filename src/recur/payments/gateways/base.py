@@ -99,6 +99,25 @@ class ChargeLookup:
         return None
 
 
+@dataclass(frozen=True)
+class RefundLookup:
+    """The answer of `lookup_refund`: what a gateway knows of the refund sent with our key
+    (the same statuses as a charge's)."""
+
+    status: ChargeStatus
+    reference: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+    def result(self) -> RefundResult | None:
+        """The settled result to write on the refund; None while it is not settled."""
+        if self.status == ChargeStatus.SUCCEEDED:
+            return RefundResult(True, self.reference)
+        if self.status == ChargeStatus.FAILED:
+            return RefundResult(False, self.reference, self.failure_code, self.failure_message)
+        return None
+
+
 class WebhookKind(StrEnum):
     """The gateway events Recur acts on, whatever the gateway calls them."""
 
@@ -230,6 +249,14 @@ class PaymentGateway(Protocol):
         """What became of the charge sent with `idempotency_key` (and this token, amount and
         currency, exactly as sent). Raises GatewayRetriableError when the gateway cannot be
         asked now."""
+        ...
+
+    async def lookup_refund(
+        self, idempotency_key: str, *, reference: str, amount: int, currency: str
+    ) -> RefundLookup:
+        """What became of the refund sent with `idempotency_key` (the refund id) of the charge
+        `reference`, for `amount` in `currency`, exactly as sent. Raises GatewayRetriableError
+        when the gateway cannot be asked now."""
         ...
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayWebhookEvent:

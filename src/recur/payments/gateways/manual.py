@@ -41,6 +41,7 @@ from recur.payments.gateways.base import (
     GatewayDecline,
     GatewayOutcomeUnknown,
     GatewayWebhookEvent,
+    RefundLookup,
     RefundResult,
     TokenizedCard,
     WebhookSignatureError,
@@ -177,6 +178,12 @@ class ManualGateway:
             result.failure_code,
             result.failure_message,
         )
+
+    async def lookup_refund(
+        self, idempotency_key: str, *, reference: str, amount: int, currency: str
+    ) -> RefundLookup:
+        # A refund by hand is done when it is asked for: there is nothing it could be waiting on.
+        return RefundLookup(ChargeStatus.SUCCEEDED, refund_reference(idempotency_key))
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayWebhookEvent:
         raise WebhookSignatureError("no_webhooks", "the manual gateway sends no webhooks")

@@ -48,6 +48,7 @@ from recur.payments.gateways.base import (
     GatewayOutcomeUnknown,
     GatewayRetriableError,
     GatewayWebhookEvent,
+    RefundLookup,
     RefundResult,
     TokenizedCard,
     WebhookKind,
@@ -209,9 +210,7 @@ class SandboxGateway:
     ) -> RefundResult:
         await self._latency()
         await self._misbehave("refund", idempotency_key)
-        if not reference.startswith(CHARGE_PREFIX):
-            return RefundResult(False, None, "invalid_charge", MESSAGES["invalid_charge"])
-        return RefundResult(True, _reference(REFUND_PREFIX, idempotency_key))
+        return _refund_outcome(reference, idempotency_key)
 
     async def lookup_charge(
         self, idempotency_key: str, *, token: str, amount: int, currency: str
@@ -221,6 +220,20 @@ class SandboxGateway:
             return ChargeLookup(ChargeStatus.NOT_FOUND)
         result = _charge_outcome(token, idempotency_key)
         return ChargeLookup(
+            ChargeStatus.SUCCEEDED if result.succeeded else ChargeStatus.FAILED,
+            result.reference,
+            result.failure_code,
+            result.failure_message,
+        )
+
+    async def lookup_refund(
+        self, idempotency_key: str, *, reference: str, amount: int, currency: str
+    ) -> RefundLookup:
+        await self._latency()
+        if self.faults.fate("refund", idempotency_key) in (Fate.FAIL, Fate.TIMEOUT_LOST):
+            return RefundLookup(ChargeStatus.NOT_FOUND)
+        result = _refund_outcome(reference, idempotency_key)
+        return RefundLookup(
             ChargeStatus.SUCCEEDED if result.succeeded else ChargeStatus.FAILED,
             result.reference,
             result.failure_code,
@@ -328,3 +341,10 @@ def signed_webhook(
         SIGNATURE_HEADER: timestamped_signature(secret, timestamp, body),
     }
     return headers, body
+
+
+def _refund_outcome(reference: str, idempotency_key: str) -> RefundResult:
+    """What the sandbox does with a refund that reaches it."""
+    if not reference.startswith(CHARGE_PREFIX):
+        return RefundResult(False, None, "invalid_charge", MESSAGES["invalid_charge"])
+    return RefundResult(True, _reference(REFUND_PREFIX, idempotency_key))

@@ -43,6 +43,7 @@ from recur.payments.gateways.base import (
     GatewayOutcomeUnknown,
     GatewayRetriableError,
     GatewayWebhookEvent,
+    RefundLookup,
     RefundResult,
     TokenizedCard,
     WebhookSignatureError,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
         PaymentIntentCreateParams,
         PaymentMethodCreateParamsCard,
         RefundCreateParams,
+        RefundListParams,
     )
 
 API_BASE = "https://api.stripe.com"
@@ -250,6 +252,35 @@ class StripeGateway:
         # One key makes one PaymentIntent; should there be more, a success is the truth.
         order = [ChargeStatus.SUCCEEDED, ChargeStatus.UNKNOWN, ChargeStatus.FAILED]
         return min(lookups, key=lambda lookup: order.index(lookup.status))
+
+    async def lookup_refund(
+        self, idempotency_key: str, *, reference: str, amount: int, currency: str
+    ) -> RefundLookup:
+        of_charge: RefundListParams = {"limit": 100}
+        if reference.startswith("ch_"):
+            of_charge["charge"] = reference
+        else:
+            of_charge["payment_intent"] = reference
+        try:
+            page = await self._client.v1.refunds.list_async(of_charge)
+        except (stripe.StripeError, *TRANSPORT_ERRORS) as exc:
+            _raise_unsettled(exc, may_be_done=False)
+        found = [
+            refund
+            for refund in page.to_dict()["data"]
+            if (refund.get("metadata") or {}).get(KEY_METADATA) == idempotency_key
+        ]
+        if not found:
+            return RefundLookup(ChargeStatus.NOT_FOUND)
+        refund = found[0]  # one key makes one refund
+        if refund["status"] == "succeeded":
+            return RefundLookup(ChargeStatus.SUCCEEDED, refund["id"])
+        if refund["status"] in ("failed", "canceled"):
+            reason = refund.get("failure_reason") or "refund_failed"
+            return RefundLookup(
+                ChargeStatus.FAILED, refund["id"], reason, "Stripe could not make the refund."
+            )
+        return RefundLookup(ChargeStatus.UNKNOWN, refund["id"])
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayWebhookEvent:
         if not self._webhook_secret:
