@@ -4,6 +4,7 @@ then the reconciler. No order is charged twice, every payment is settled, the bo
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +14,8 @@ from recur.bench_payments import fault_run
 from recur.kit.clock import FrozenClock
 from recur.payments import attempts
 from recur.payments.breaker import BREAKERS, GatewayBreakers
+from recur.payments.gateways.base import WebhookKind
+from recur.payments.gateways.sandbox import signed_webhook
 from recur.payments.reconcile import reconcile
 from recur.payments.tables import payment_attempts, payments
 from recur.settings import Settings
@@ -139,10 +142,10 @@ async def test_a_charge_that_never_arrived_is_sent_again_under_a_new_key(
     ]
 
 
-async def test_a_renewal_found_declined_by_the_reconciler_goes_to_dunning(
-    runtime, api, monkeypatch
-) -> None:
-    billing = BillingDriver(api)
+async def _renewal_pending(billing: BillingDriver, **credentials: Any) -> tuple[dict, dict, dict]:
+    """A paid subscription whose renewal charge, with a card declined at charge, is pending:
+    the sandbox (with `credentials`) declined it and lost its answer. (clock, subscription,
+    renewal order)"""
     clock = await billing.clock("2025-01-01T00:00:00Z")
     plan = await billing.plan(amount=1000)
     customer = await billing.customer(test_clock_id=clock["id"])
@@ -154,10 +157,10 @@ async def test_a_renewal_found_declined_by_the_reconciler_goes_to_dunning(
         f"/v1/customers/{customer['id']}/payment-methods",
         {"card": CHARGE_DECLINED_CARD, "set_default": True},
     )
-    # From now on every charge's answer is lost on its way back: the sandbox declined it.
     faults = {"timeout_share": 1.0, "charged_on_timeout_share": 1.0}
-    await billing.post("/v1/gateways", {"name": "sandbox", "credentials": {"faults": faults}})
-
+    await billing.post(
+        "/v1/gateways", {"name": "sandbox", "credentials": {"faults": faults, **credentials}}
+    )
     await billing.advance(clock, "2025-02-01T00:00:00Z")
     first, renewal = await billing.orders(sub["id"])
     assert (first["status"], renewal["status"]) == ("paid", "open")
@@ -165,9 +168,12 @@ async def test_a_renewal_found_declined_by_the_reconciler_goes_to_dunning(
     assert [p["status"] for p in page["data"]] == ["pending"]
     # Not known to have failed yet: no dunning.
     assert (await billing.get(f"/v1/subscriptions/{sub['id']}"))["status"] == "active"
+    return clock, sub, renewal
 
-    result = await reconcile(runtime, unknown_after=timedelta(0))
-    assert (result.asked, result.failed) == (1, 1)
+
+async def _learns_it_failed_and_dunning_retries(
+    billing: BillingDriver, runtime: Any, monkeypatch: Any, clock: dict, sub: dict, renewal: dict
+) -> None:
     # The bill run's next look at the period, once the lease of the run that charged it is
     # over, learns from dunning that the charge failed, and charges nothing more: dunning
     # retries on its schedule.
@@ -181,3 +187,37 @@ async def test_a_renewal_found_declined_by_the_reconciler_goes_to_dunning(
     await billing.advance(clock, "2025-02-02T00:00:00Z")
     page = await billing.get("/v1/payments", order_id=renewal["id"])
     assert sorted(p["status"] for p in page["data"]) == ["failed", "pending"]
+
+
+async def test_a_renewal_found_declined_by_the_reconciler_goes_to_dunning(
+    runtime, api, monkeypatch
+) -> None:
+    billing = BillingDriver(api)
+    clock, sub, renewal = await _renewal_pending(billing)
+    result = await reconcile(runtime, unknown_after=timedelta(0))
+    assert (result.asked, result.failed) == (1, 1)
+    await _learns_it_failed_and_dunning_retries(billing, runtime, monkeypatch, clock, sub, renewal)
+
+
+async def test_a_renewal_failed_by_the_gateways_webhook_goes_to_dunning(
+    runtime, api, monkeypatch
+) -> None:
+    billing = BillingDriver(api)
+    secret = "whsec_sandbox_tenant"
+    clock, sub, renewal = await _renewal_pending(billing, webhook_secret=secret)
+    [payment] = (await billing.get("/v1/payments", order_id=renewal["id"]))["data"]
+    headers, body = signed_webhook(
+        secret,
+        "evt_renewal_failed",
+        WebhookKind.CHARGE_FAILED,
+        runtime.clock.now(),
+        idempotency_key=f"{payment['id']}-1",
+        amount=1000,
+        currency="usd",
+        failure_code="card_declined",
+    )
+    response = await api.post("/v1/gateways/sandbox/webhooks", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    failed = await billing.get(f"/v1/payments/{payment['id']}")
+    assert (failed["status"], failed["failure_code"]) == ("failed", "card_declined")
+    await _learns_it_failed_and_dunning_retries(billing, runtime, monkeypatch, clock, sub, renewal)
