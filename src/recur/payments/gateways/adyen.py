@@ -288,12 +288,7 @@ class AdyenGateway:
             result = await self.refund(reference, amount, currency, idempotency_key)
         except GatewayOutcomeUnknown as unknown:
             return RefundLookup(ChargeStatus.UNKNOWN, unknown.reference)
-        return RefundLookup(
-            ChargeStatus.SUCCEEDED if result.succeeded else ChargeStatus.FAILED,
-            result.reference,
-            result.failure_code,
-            result.failure_message,
-        )
+        return RefundLookup.settled(result)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayWebhookEvent:
         if not self._settings.hmac_key:

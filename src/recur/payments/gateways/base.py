@@ -109,6 +109,16 @@ class RefundLookup:
     failure_code: str | None = None
     failure_message: str | None = None
 
+    @classmethod
+    def settled(cls, result: RefundResult) -> RefundLookup:
+        """The lookup of a refund the gateway has answered."""
+        return cls(
+            ChargeStatus.SUCCEEDED if result.succeeded else ChargeStatus.FAILED,
+            result.reference,
+            result.failure_code,
+            result.failure_message,
+        )
+
     def result(self) -> RefundResult | None:
         """The settled result to write on the refund; None while it is not settled."""
         if self.status == ChargeStatus.SUCCEEDED:

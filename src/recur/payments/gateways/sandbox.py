@@ -232,13 +232,7 @@ class SandboxGateway:
         await self._latency()
         if self.faults.fate("refund", idempotency_key) in (Fate.FAIL, Fate.TIMEOUT_LOST):
             return RefundLookup(ChargeStatus.NOT_FOUND)
-        result = _refund_outcome(reference, idempotency_key)
-        return RefundLookup(
-            ChargeStatus.SUCCEEDED if result.succeeded else ChargeStatus.FAILED,
-            result.reference,
-            result.failure_code,
-            result.failure_message,
-        )
+        return RefundLookup.settled(_refund_outcome(reference, idempotency_key))
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> GatewayWebhookEvent:
         if not self._webhook_secret:
