@@ -170,8 +170,11 @@ async def _reconcile_refunds(
         result.refunds_asked += 1
         try:
             adapter = await tenant_gateway(rt, row.tenant_id, row.gateway)
-        except Conflict:
-            continue  # the gateway cannot be used now: asked again later
+        except Conflict as exc:
+            # Not configured any more, or its credentials cannot be read with this process's
+            # keys: asked again later.
+            log.warning("refund %s cannot be asked about at %s: %s", row.id, row.gateway, exc)
+            continue
         try:
             found = await adapter.lookup_refund(
                 row.id,
