@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recur.kit.errors import (
@@ -92,6 +92,17 @@ async def _on_data_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=400)
 
 
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if not exc.connection_invalidated:
+        return await _on_unexpected(request, exc)
+    # The database connection broke off under the request (a restart, a failover): its
+    # transaction was rolled back, and the pool replaces the connection. Worth retrying.
+    log.warning("database connection lost: %s", type(exc.orig).__name__)
+    body = error_body("api_error", "service_unavailable", "the database is unavailable")
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+
 async def _on_service_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     # Another service could not answer: ours to fix, and worth retrying, never the caller's 4xx.
     log.warning("service unavailable: %s", exc)
@@ -110,6 +121,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(DataError, _on_data_error)
+    app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(ServiceUnavailable, _on_service_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
 
