@@ -137,6 +137,12 @@ class Consumer:
     handler: Handler
     # Applies a list of events at once; without one, `handler` takes them one by one.
     batch_handler: BatchHandler | None = None
+    # Which events of its types the consumer acts on (None: all). Those it passes over are
+    # neither applied nor written to its inbox: a transaction saved for nothing to do.
+    when: Callable[[Event], bool] | None = None
+
+    def wants(self, event: Event) -> bool:
+        return self.when is None or self.when(event)
 
 
 @dataclass
@@ -169,8 +175,9 @@ class EventBus:
         handler: Handler,
         *,
         batch_handler: BatchHandler | None = None,
+        when: Callable[[Event], bool] | None = None,
     ) -> None:
-        self.consumers[event_type].append(Consumer(service, inbox, handler, batch_handler))
+        self.consumers[event_type].append(Consumer(service, inbox, handler, batch_handler, when))
 
     def _local(self, service: str) -> bool:
         return self.local_services is None or service in self.local_services
@@ -189,7 +196,8 @@ class EventBus:
             takes: dict[Consumer, list[Event]] = {}
             for event in chunk:
                 for consumer in self.consumers.get(event.type, []):
-                    takes.setdefault(consumer, []).append(event)
+                    if consumer.wants(event):
+                        takes.setdefault(consumer, []).append(event)
             failed: set[str] = set()
             for consumer, taken in takes.items():
                 failed |= await self._deliver_to(consumer, taken)
@@ -362,7 +370,7 @@ class EventBus:
         takes: dict[Consumer, list[Event]] = {}
         for event in events.values():
             for consumer in self.consumers.get(event.type, []):
-                if consumer.service == group:
+                if consumer.service == group and consumer.wants(event):
                     takes.setdefault(consumer, []).append(event)
         failed: set[str] = set()
         for consumer, taken in takes.items():

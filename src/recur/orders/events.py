@@ -30,6 +30,12 @@ def subscribe(bus: EventBus, rt: Runtime) -> None:
         await batch.apply_payments(uow, events, rt.clock.now())
 
     bus.subscribe(
-        "payment.succeeded", "orders", inbox, record_payment, batch_handler=record_payments
+        "payment.succeeded",
+        "orders",
+        inbox,
+        record_payment,
+        batch_handler=record_payments,
+        # A payment of no order (an amount charged to a customer) is nothing to orders.
+        when=lambda event: event.payload.get("order_id") is not None,
     )
     bus.subscribe("dunning.exhausted", "orders", inbox, write_off_after_dunning)

@@ -38,9 +38,9 @@ from recur.payments.checks import (
     _check_text,
     _currency,
     _customer,
-    _method_row,
     _order,
 )
+from recur.payments.credentials import credentials_cipher
 from recur.payments.gateways import DEFAULT_GATEWAY
 from recur.payments.gateways.base import GatewayDecline
 from recur.payments.schemas import Payment, PaymentCreate
@@ -75,6 +75,8 @@ class _Source:
     tokens: dict[str, str]
     brand: str | None = None
     decline: GatewayDecline | None = None
+    # The tenant's routing, when it was read with the card.
+    router: attempts.Router | None = None
 
 
 async def _order_target(rt: Runtime, tenant_id: str, params: PaymentCreate) -> _Target:
@@ -138,33 +140,45 @@ async def _source(
             return _Source(DEFAULT_GATEWAY, None, {}, None, exc)
         return _Source(tokenized.gateway, None, tokenized.tokens, tokenized.card.brand)
     if params.payment_method_id is not None:
-        row = await _method_row(rt, tenant_id, params.payment_method_id)
+        _check_id(params.payment_method_id, "payment_method_id", "payment method")
+        row, tokens, router = await _stored_card(rt, tenant_id, params.payment_method_id)
+        if row is None:
+            raise NotFound(
+                f"no such payment method: {params.payment_method_id}", param="payment_method_id"
+            )
         if row.customer_id != customer.id:
             raise InvalidRequest(
                 "the payment method belongs to another customer", param="payment_method_id"
             )
-        return await _method_source(rt, tenant_id, row)
+        return _Source(row.gateway, row.id, tokens, row.brand, router=router)
     if customer.default_payment_method_id is None:
         raise InvalidRequest(
             "the customer has no payment method: attach one, or pass card",
             param="payment_method_id",
             code="no_payment_method",
         )
-    try:
-        row = await _method_row(rt, tenant_id, customer.default_payment_method_id)
-    except NotFound:
+    row, tokens, router = await _stored_card(rt, tenant_id, customer.default_payment_method_id)
+    if row is None:
         raise InvalidRequest(
             "the customer's default payment method was detached: attach another",
             param="payment_method_id",
             code="no_payment_method",
-        ) from None
-    return await _method_source(rt, tenant_id, row)
+        )
+    return _Source(row.gateway, row.id, tokens, row.brand, router=router)
 
 
-async def _method_source(rt: Runtime, tenant_id: str, row: Any) -> _Source:
+async def _stored_card(
+    rt: Runtime, tenant_id: str, payment_method_id: str
+) -> tuple[Any, dict[str, str], attempts.Router | None]:
+    """A stored card (None if there is none by that id), its tokens, and the tenant's routing:
+    one transaction for all a charge reads before it is written."""
     async with rt.uow() as uow:
+        row = await repo.get_payment_method(uow, tenant_id, payment_method_id)
+        if row is None:
+            return None, {}, None
         tokens = (await attempts.tokens_of(uow, tenant_id, [row.id]))[row.id]
-    return _Source(row.gateway, row.id, tokens, row.brand)
+        router = await attempts.router_in(uow, credentials_cipher(rt.settings), tenant_id)
+    return row, tokens, router
 
 
 async def _by_request_key(rt: Runtime, tenant_id: str, request_key: str) -> Payment | None:
@@ -235,7 +249,7 @@ async def _charge(
         log.info("payment %s failed: %s", payment.id, payment.failure_code)
         return payment
 
-    router = await attempts.load_router(rt, tenant_id)
+    router = source.router or await attempts.load_router(rt, tenant_id)
     candidate, route = attempts.candidate(
         router, payment_id, target.amount, target.currency, source.brand, source.tokens
     )
