@@ -292,36 +292,63 @@ async def _call(
             await opened.aclose()
 
 
+@dataclass
+class Round:
+    """One round of attempts: the rows to write (skipped gateways, then the live attempt of
+    each payment), the calls to make, and the payments no gateway is left for."""
+
+    rows: list[dict[str, Any]]
+    calls: list[tuple[dict[str, Any], RoutedGateway, Candidate]]
+    exhausted: list[Candidate]
+
+
+def plan_round(tenant_id: str, candidates: Sequence[Candidate], now: Any) -> Round:
+    """The next round of attempts of each payment (taking the gateways it uses off them)."""
+    planned = Round([], [], [])
+    for c in candidates:
+        rows, call = _plan(tenant_id, c, now)
+        planned.rows += rows
+        if call is None:
+            planned.exhausted.append(c)
+        else:
+            planned.calls.append((call[0], call[1], c))
+    return planned
+
+
+async def insert_attempts(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
+    """Write a first round's attempts in the transaction that writes their new payments."""
+    if rows:
+        await uow.execute(sa.insert(payment_attempts), rows)
+
+
 async def run_attempts(
-    rt: Runtime, tenant_id: str, candidates: Sequence[Candidate]
+    rt: Runtime, tenant_id: str, candidates: Sequence[Candidate], *, first: Round | None = None
 ) -> dict[str, Payment]:
     """Charge each pending payment along its gateways, in rounds (see the module docstring).
-    The payments settled, by id; those left pending (an unknown outcome) are not among them."""
+    The payments settled, by id; those left pending (an unknown outcome) are not among them.
+    `first` is a first round the caller has written already (`insert_attempts`)."""
     from recur.payments.batch import settle  # settle writes the ledger and events of batch
 
     settled: dict[str, Payment] = {}
     live = list(candidates)
+    planned = first
     while live:
         now = rt.clock.now()
-        rows: list[dict[str, Any]] = []
-        calls: list[tuple[dict[str, Any], RoutedGateway, Candidate]] = []
-        exhausted: list[Candidate] = []
-        for c in live:
-            planned, call = _plan(tenant_id, c, now)
-            rows += planned
-            if call is None:
-                exhausted.append(c)
-            else:
-                calls.append((call[0], call[1], c))
-        written = await _write_attempts(rt, tenant_id, rows, [c.payment_id for c in live], now)
+        if planned is None:
+            planned = plan_round(tenant_id, live, now)
+            written = await _write_attempts(
+                rt, tenant_id, planned.rows, [c.payment_id for c in live], now
+            )
+        else:
+            written = {row["id"] for row in planned.rows}
         # An attempt number taken meanwhile means another process is charging the payment.
-        calls = [call for call in calls if call[0]["id"] in written]
+        calls = [call for call in planned.calls if call[0]["id"] in written]
         outcomes = await _call(rt, tenant_id, calls)
         results: dict[str, ChargeResult] = {
             c.payment_id: ChargeResult(
                 False, None, UNAVAILABLE, "no payment gateway could take the payment now"
             )
-            for c in exhausted
+            for c in planned.exhausted
         }
         retried: list[Candidate] = []
         undecided: list[Outcome] = []
@@ -337,6 +364,7 @@ async def run_attempts(
         await _record(rt, tenant_id, undecided)
         settled.update(await settle(rt, tenant_id, results))
         live = retried
+        planned = None
     return settled
 
 

@@ -264,12 +264,6 @@ async def settle(
                     for r in [results[payment_id]]
                 ],
             )
-            await uow.execute(
-                sa.update(payments)
-                .where(payments.c.tenant_id == tenant_id, payments.c.id == sa.bindparam("_id"))
-                .values(gateway=sa.bindparam("_gateway")),
-                [{"_id": pid, "_gateway": attempt.gateway} for pid, attempt in live.items()],
-            )
         await uow.execute(
             sa.update(payments)
             .where(
@@ -279,6 +273,10 @@ async def settle(
             )
             .values(
                 status=sa.bindparam("_status"),
+                # The live attempt's gateway took it; without one, the payment keeps its own.
+                gateway=sa.func.coalesce(
+                    sa.bindparam("_gateway", type_=sa.String), payments.c.gateway
+                ),
                 gateway_reference=sa.bindparam("_reference"),
                 failure_code=sa.bindparam("_code"),
                 failure_message=sa.bindparam("_message"),
@@ -287,6 +285,7 @@ async def settle(
             [
                 {
                     "_id": payment_id,
+                    "_gateway": live[payment_id].gateway if payment_id in live else None,
                     "_status": "succeeded" if result.succeeded else "failed",
                     "_reference": result.reference,
                     "_code": None if result.succeeded else result.failure_code,

@@ -256,9 +256,12 @@ async def _charge(
     values["gateway"] = route.gateways[0] if route.gateways else source.gateway
     values["routing_reason"] = route.reason
     values["routing_rule_id"] = route.rule_id
+    # The payment and its first round of attempts are written together, before any call.
+    first = attempts.plan_round(tenant_id, [candidate], now)
     try:
         async with rt.uow() as uow:
             await repo.insert_payment(uow, {**values, "status": "pending"})
+            await attempts.insert_attempts(uow, first.rows)
             await uow.commit()
     except IntegrityError:
         if request_key is not None:
@@ -275,7 +278,7 @@ async def _charge(
 
     # Outside any transaction: a slow gateway holds no lock. Each attempt's idempotency key
     # makes a retry after a crash charge once; an unknown outcome leaves the payment pending.
-    settled = (await attempts.run_attempts(rt, tenant_id, [candidate])).get(payment_id)
+    settled = (await attempts.run_attempts(rt, tenant_id, [candidate], first=first)).get(payment_id)
     # None when left pending, or settled meanwhile by someone else: theirs is the outcome.
     payment = settled or await _payment(rt, tenant_id, payment_id)
     log.info("payment %s %s %s", payment.id, payment.status, payment.failure_code or "")
