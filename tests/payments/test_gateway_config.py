@@ -337,9 +337,12 @@ async def test_tenants_never_see_each_others_gateways_or_rules(api, other_tenant
     theirs = other_tenant.client
     assert (await theirs.get("/v1/gateways")).json()["data"] == []
     assert (await theirs.get("/v1/routing-rules")).json()["data"] == []
-    for path in (f"/v1/gateways/{mine['id']}", f"/v1/routing-rules/{rule['id']}"):
+    for path, update in (
+        (f"/v1/gateways/{mine['id']}", {"enabled": False}),
+        (f"/v1/routing-rules/{rule['id']}", {"priority": 2}),
+    ):
         assert (await theirs.get(path)).status_code == 404
-        assert (await theirs.post(path, json={"priority": 2, "enabled": False})).status_code == 404
+        assert (await theirs.post(path, json=update)).status_code == 404
         assert (await theirs.delete(path)).status_code == 404
     # The other tenant has no stripe configured: its rules may not name it.
     response = await theirs.post("/v1/routing-rules", json={"priority": 1, "gateways": ["stripe"]})

@@ -8,10 +8,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from recur.kit.bodies import RequestBody
+
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
-class Address(BaseModel):
+class Address(RequestBody):
     line1: str | None = Field(default=None, max_length=200)
     line2: str | None = Field(default=None, max_length=200)
     city: str | None = Field(default=None, max_length=100)
@@ -26,7 +28,7 @@ Metadata = dict[str, str]
 TaxRateIds = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=10)]
 
 
-class CustomerCreate(BaseModel):
+class CustomerCreate(RequestBody):
     email: str | None = Field(default=None, max_length=320, pattern=EMAIL_PATTERN)
     name: str | None = Field(default=None, max_length=200)
     phone: str | None = Field(default=None, max_length=40)
@@ -43,7 +45,7 @@ class CustomerCreate(BaseModel):
     )
 
 
-class CustomerUpdate(BaseModel):
+class CustomerUpdate(RequestBody):
     email: str | None = Field(default=None, max_length=320, pattern=EMAIL_PATTERN)
     name: str | None = Field(default=None, max_length=200)
     phone: str | None = Field(default=None, max_length=40)
@@ -75,7 +77,7 @@ class Customer(BaseModel):
 CreditType = Literal["manual", "proration", "applied_to_order", "unapplied_from_order"]
 
 
-class CreditCreate(BaseModel):
+class CreditCreate(RequestBody):
     amount: int = Field(gt=0, le=2**62, strict=True, description="Credit to grant, minor units")
     currency: str | None = Field(
         default=None, description="ISO 4217; defaults to, and must match, the customer's"

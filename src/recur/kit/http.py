@@ -66,8 +66,19 @@ async def _on_recur_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    errors = exc.errors()
+    # An unknown parameter is named first, whatever else is wrong: it is the likelier mistake.
+    unknown = [e for e in errors if e.get("type") == "extra_forbidden"]
+    first = (unknown or errors or [{"loc": (), "msg": "invalid request"}])[0]
     param = _param_of(tuple(first.get("loc", ())))
+    if unknown:
+        body = error_body(
+            "invalid_request_error",
+            "parameter_unknown",
+            f"received unknown parameter: {param}",
+            param,
+        )
+        return JSONResponse(body, status_code=400)
     message = str(first.get("msg", "invalid request"))
     if param:
         message = f"{param}: {message}"

@@ -8,19 +8,21 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, PlainSerializer
 
+from recur.kit.bodies import RequestBody
+
 OrderStatus = Literal["draft", "open", "paid", "void", "uncollectible"]
 LineKind = Literal["subscription", "one_off"]
 # An exact percentage; a number in JSON, as Stripe's API gives it.
 Percentage = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
 
 
-class OrderLineIn(BaseModel):
+class OrderLineIn(RequestBody):
     description: str = Field(min_length=1, max_length=500)
     unit_amount: int = Field(ge=0, strict=True, description="Minor units, e.g. cents")
     quantity: int = Field(default=1, ge=1, le=1_000_000, strict=True)
 
 
-class OrderCreate(BaseModel):
+class OrderCreate(RequestBody):
     customer_id: str = Field(max_length=64)
     currency: str | None = Field(
         default=None, description="ISO 4217; defaults to, and must match, the customer's"

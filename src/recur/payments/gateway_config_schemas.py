@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from recur.kit.bodies import RequestBody
 from recur.kit.money import MAX_MINOR
 
 GatewayName = Literal["sandbox", "stripe", "adyen", "manual"]
@@ -14,7 +15,7 @@ GatewayName = Literal["sandbox", "stripe", "adyen", "manual"]
 CardBrand = Literal["amex", "diners", "discover", "jcb", "mastercard", "unionpay", "visa"]
 
 
-class GatewayCreate(BaseModel):
+class GatewayCreate(RequestBody):
     name: GatewayName
     credentials: dict[str, Any] = Field(
         default_factory=dict,
@@ -27,7 +28,7 @@ class GatewayCreate(BaseModel):
     enabled: bool = Field(default=True, strict=True)
 
 
-class GatewayUpdate(BaseModel):
+class GatewayUpdate(RequestBody):
     """Omitted fields keep their value; `credentials` replaces all of them at once."""
 
     credentials: dict[str, Any] | None = Field(default=None, repr=False)
@@ -47,7 +48,7 @@ class Gateway(BaseModel):
     updated: datetime
 
 
-class RoutingConditions(BaseModel):
+class RoutingConditions(RequestBody):
     """What a payment must be for the rule to apply; an omitted condition matches any."""
 
     currency: str | None = Field(default=None, max_length=8, description="ISO 4217 code")
@@ -60,12 +61,12 @@ class RoutingConditions(BaseModel):
     card_brand: CardBrand | None = None
 
 
-class RoutingShare(BaseModel):
+class RoutingShare(RequestBody):
     gateway: GatewayName
     percent: int = Field(ge=1, le=100, strict=True)
 
 
-class RoutingRuleCreate(BaseModel):
+class RoutingRuleCreate(RequestBody):
     """Exactly one of `gateways` and `split`."""
 
     priority: int = Field(
@@ -84,7 +85,7 @@ class RoutingRuleCreate(BaseModel):
     )
 
 
-class RoutingRuleUpdate(BaseModel):
+class RoutingRuleUpdate(RequestBody):
     """Omitted fields keep their value; `conditions` replaces all of them; `gateways` or
     `split` replaces the action."""
 

@@ -8,11 +8,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from recur.kit.bodies import RequestBody
+
 PaymentStatus = Literal["pending", "succeeded", "failed"]
 DisputeStatus = Literal["open", "won", "lost"]
 
 
-class CardIn(BaseModel):
+class CardIn(RequestBody):
     """Card details as the customer typed them. Tokenized at once, never stored or logged."""
 
     number: str = Field(min_length=12, max_length=23, repr=False)
@@ -21,7 +23,7 @@ class CardIn(BaseModel):
     cvc: str | None = Field(default=None, min_length=3, max_length=4, repr=False)
 
 
-class PaymentMethodCreate(BaseModel):
+class PaymentMethodCreate(RequestBody):
     card: CardIn
     set_default: bool = Field(default=False, description="Make it the customer's default")
 
@@ -43,7 +45,7 @@ class PaymentMethod(BaseModel):
     created: datetime
 
 
-class PaymentCreate(BaseModel):
+class PaymentCreate(RequestBody):
     order_id: str | None = Field(default=None, max_length=64)
     customer_id: str | None = Field(default=None, max_length=64)
     amount: int | None = Field(default=None, gt=0, strict=True, description="Minor units")
@@ -116,7 +118,7 @@ class OrderCharge(BaseModel):
     payment: Payment | None = None
 
 
-class RefundCreate(BaseModel):
+class RefundCreate(RequestBody):
     payment_id: str = Field(max_length=64)
     amount: int | None = Field(
         default=None, gt=0, strict=True, description="All that is left if omitted"
@@ -142,7 +144,7 @@ class Refund(BaseModel):
     created: datetime
 
 
-class OperatorMark(BaseModel):
+class OperatorMark(RequestBody):
     """An operator's word on a manual payment (a bank transfer found, cash taken, or neither)."""
 
     reference: str | None = Field(
@@ -167,7 +169,7 @@ FinalAction = Literal["cancel", "unpaid"]
 RetryDay = Annotated[int, Field(ge=1, le=365, strict=True)]
 
 
-class DunningSettingsUpdate(BaseModel):
+class DunningSettingsUpdate(RequestBody):
     """A tenant's retry schedule for failed renewal charges; omitted fields keep their value."""
 
     retry_days: list[RetryDay] | None = Field(

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, PlainSerializer, model_validator
 
+from recur.kit.bodies import RequestBody
 from recur.kit.money import MAX_MINOR
 from recur.subscriptions.periods import Interval
 
@@ -21,7 +22,7 @@ Percentage = Annotated[Decimal, PlainSerializer(float, return_type=float, when_u
 CouponDuration = Literal["once", "repeating", "forever"]
 
 
-class ProductCreate(BaseModel):
+class ProductCreate(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=1000)
     metadata: Metadata = Field(default_factory=dict, max_length=50)
@@ -37,7 +38,7 @@ class Product(BaseModel):
     created: datetime
 
 
-class Tier(BaseModel):
+class Tier(RequestBody):
     """One price tier: units from the previous tier's `up_to` + 1 to this `up_to` inclusive."""
 
     up_to: int | None = Field(
@@ -49,7 +50,7 @@ class Tier(BaseModel):
     )
 
 
-class PlanCreate(BaseModel):
+class PlanCreate(RequestBody):
     product_id: str = Field(max_length=64)
     nickname: str | None = Field(default=None, max_length=200)
     currency: str = Field(description="ISO 4217, e.g. USD")
@@ -98,7 +99,7 @@ class Plan(BaseModel):
     created: datetime
 
 
-class SubscriptionCreate(BaseModel):
+class SubscriptionCreate(RequestBody):
     customer_id: str = Field(max_length=64)
     plan_id: str = Field(max_length=64)
     quantity: int = Field(default=1, ge=1, le=1_000_000, strict=True)
@@ -109,7 +110,7 @@ class SubscriptionCreate(BaseModel):
     metadata: Metadata = Field(default_factory=dict, max_length=50)
 
 
-class SubscriptionCancel(BaseModel):
+class SubscriptionCancel(RequestBody):
     at_period_end: bool = False
     prorate: bool = Field(
         default=False,
@@ -124,7 +125,7 @@ ProrationBehavior = Literal["create_prorations", "always_invoice", "none"]
 ChangeEffective = Literal["immediately", "period_end"]
 
 
-class SubscriptionChange(BaseModel):
+class SubscriptionChange(RequestBody):
     plan_id: str | None = Field(
         default=None,
         max_length=64,
@@ -208,12 +209,12 @@ class Subscription(BaseModel):
         return self
 
 
-class TestClockCreate(BaseModel):
+class TestClockCreate(RequestBody):
     frozen_time: AwareDatetime
     name: str | None = Field(default=None, max_length=200)
 
 
-class TestClockAdvance(BaseModel):
+class TestClockAdvance(RequestBody):
     frozen_time: AwareDatetime
 
 
@@ -228,7 +229,7 @@ class TestClock(BaseModel):
     created: datetime
 
 
-class CouponCreate(BaseModel):
+class CouponCreate(RequestBody):
     name: str | None = Field(default=None, max_length=200)
     percent_off: Percentage | None = Field(
         default=None, gt=0, le=100, decimal_places=2, description="Or amount_off"
@@ -268,7 +269,7 @@ class Coupon(BaseModel):
     created: datetime
 
 
-class TaxRateCreate(BaseModel):
+class TaxRateCreate(RequestBody):
     display_name: str = Field(min_length=1, max_length=100, description="e.g. VAT, Sales tax")
     percentage: Percentage = Field(ge=0, le=100, decimal_places=4)
     inclusive: bool = Field(description="Whether the tax is included in the prices")
