@@ -408,7 +408,7 @@ def bench_payment_failover(
     """Pay N orders routed `stripe` then `sandbox` with stripe down, and check that every one
     went through the sandbox, stripe's breaker opened, none was charged twice, none is left
     pending and `recur verify` is clean. Seeds a new tenant in the configured database."""
-    from recur.bench_payments import bench_payment_failover as run_bench
+    from recur.bench_failover import bench_payment_failover as run_bench
 
     settings = _settings()
     console.print(f"database {_redact(settings.database_url)}")

@@ -26,7 +26,7 @@ from aiohttp import web
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
-from recur.bench_payments import failover_run
+from recur.bench_failover import failover_run
 from recur.kit.clock import SystemClock
 from recur.payments import attempts
 from recur.payments.breaker import GatewayBreakers
