@@ -111,7 +111,7 @@ def build_runtime(
         )
 
     rt.customers = (
-        HttpCustomersClient(upstream("customers"))
+        HttpCustomersClient(upstream("customers"), bus.cache)
         if "customers" in remote
         else LocalCustomersClient(rt)
     )

@@ -189,3 +189,49 @@ async def test_a_change_whose_own_invalidation_was_lost_is_invalidated_by_its_ev
     # The event is still undelivered to that consumer; its redelivery drops the stale copy.
     assert await runtime.bus.redeliver_pending(older_than=timedelta(0)) >= 1
     assert (await _read(api, path))["name"] == "Bea"
+
+
+async def test_another_service_reads_customers_from_the_cache_without_a_call(
+    settings: Settings,
+) -> None:
+    from recur.customers.schemas import CustomerCreate, CustomerUpdate
+    from recur.customers.service import create_customer, update_customer
+    from recur.service_app import create_service_app
+
+    from ..contracts.conftest import INTERNAL_TOKEN, ServedApp
+
+    calls: list[str] = []
+    served = ServedApp(None)
+    customers_settings = settings.model_copy(update={"internal_token": INTERNAL_TOKEN})
+    customers_rt = build_runtime(customers_settings, local_services={"customers"})
+    app = create_service_app(customers_rt, "customers")
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/internal/customers/"):
+            calls.append(scope["path"].rpartition("/")[2])
+        await app(scope, receive, send)
+
+    served.app = counting
+    await served.start()
+    # A payments process: customers is reached over HTTP, with the same Redis.
+    payments_settings = customers_settings.model_copy(
+        update={"service_urls": {"customers": served.url}}
+    )
+    payments_rt = build_runtime(payments_settings, local_services={"payments"})
+    try:
+        made = await create_customer(customers_rt, "ten_cache", CustomerCreate(name="Ada"))
+        client = payments_rt.customers
+        assert (await client.get("ten_cache", made.id)).name == "Ada"
+        assert calls == ["get"]  # a miss: the service read it, and cached it
+        assert (await client.get("ten_cache", made.id)).name == "Ada"
+        assert calls == ["get"]  # a hit: no call
+        await update_customer(customers_rt, "ten_cache", made.id, CustomerUpdate(name="Grace"))
+        assert (await client.get("ten_cache", made.id)).name == "Grace"  # never stale
+        assert calls == ["get", "get"]
+        many = await client.get_many("ten_cache", [made.id, "cus_unknown"])
+        assert list(many) == [made.id]
+        assert calls == ["get", "get", "get-many"]  # only the one not cached was asked for
+    finally:
+        await payments_rt.close()
+        await served.stop()
+        await customers_rt.close()

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 from pydantic import TypeAdapter
 
+from recur.customers.repository import cache_key
 from recur.customers.schemas import BalanceTransaction, CreditRequest, CreditType, Customer
+from recur.kit.cache import DISABLED, Cache
 from recur.kit.service_client import ServiceClient
 
 _CUSTOMER = TypeAdapter(Customer)
@@ -37,18 +39,37 @@ IDEMPOTENT_CALLS = frozenset(
 
 
 class HttpCustomersClient:
-    def __init__(self, upstream: ServiceClient):
+    """The customers service over HTTP. Reads look in the customers' cache in Redis first, the
+    one the service fills and every committed change clears (`repository.cache_key`): a hit
+    is as fresh as the service's own read, without a call; a miss asks the service."""
+
+    def __init__(self, upstream: ServiceClient, cache: Cache = DISABLED):
         self._call = upstream.call
+        self._cache = cache
 
     async def get(self, tenant_id: str, customer_id: str) -> Customer:
+        cached = await self._cache.get(cache_key(tenant_id, customer_id))
+        if cached.value is not None:
+            return Customer.model_validate(cached.value)
         body = {"tenant_id": tenant_id, "customer_id": customer_id}
         return await self._call("get", body, _CUSTOMER)
 
     async def get_many(self, tenant_id: str, customer_ids: Sequence[str]) -> dict[str, Customer]:
-        if not customer_ids:
+        ids = list(dict.fromkeys(customer_ids))
+        if not ids:
             return {}
-        body = {"tenant_id": tenant_id, "customer_ids": list(customer_ids)}
-        return await self._call("get-many", body, _CUSTOMERS)
+        entries = await self._cache.get_many([cache_key(tenant_id, i) for i in ids])
+        found = {
+            i: Customer.model_validate(entry.value)
+            for i, entry in zip(ids, entries, strict=True)
+            if entry.value is not None
+        }
+        missing = [i for i in ids if i not in found]
+        if missing:
+            body = {"tenant_id": tenant_id, "customer_ids": missing}
+            asked: dict[str, Customer] = await self._call("get-many", body, _CUSTOMERS)
+            found.update(asked)
+        return found
 
     async def get_by_number(self, tenant_id: str, number: int) -> Customer:
         body = {"tenant_id": tenant_id, "number": number}
