@@ -22,7 +22,7 @@ from recur.settings import Settings
 from recur.subscriptions.billing import LEASE
 from recur.verify import verify
 
-from ..subscriptions.conftest import CHARGE_DECLINED_CARD, BillingDriver
+from ..subscriptions.conftest import BillingDriver
 
 KEY = Fernet.generate_key().decode()
 
@@ -146,17 +146,7 @@ async def _renewal_pending(billing: BillingDriver, **credentials: Any) -> tuple[
     """A paid subscription whose renewal charge, with a card declined at charge, is pending:
     the sandbox (with `credentials`) declined it and lost its answer. (clock, subscription,
     renewal order)"""
-    clock = await billing.clock("2025-01-01T00:00:00Z")
-    plan = await billing.plan(amount=1000)
-    customer = await billing.customer(test_clock_id=clock["id"])
-    sub = await billing.post(
-        "/v1/subscriptions", {"customer_id": customer["id"], "plan_id": plan["id"]}
-    )
-    assert sub["status"] == "active"
-    await billing.post(
-        f"/v1/customers/{customer['id']}/payment-methods",
-        {"card": CHARGE_DECLINED_CARD, "set_default": True},
-    )
+    clock, _, sub = await billing.renewal_will_fail()
     faults = {"timeout_share": 1.0, "charged_on_timeout_share": 1.0}
     await billing.post(
         "/v1/gateways", {"name": "sandbox", "credentials": {"faults": faults, **credentials}}

@@ -52,6 +52,24 @@ class BillingDriver:
             f"/v1/test-clocks/{clock['id']}/advance", {"frozen_time": frozen_time}
         )
 
+    async def renewal_will_fail(
+        self, start: str = "2025-01-01T00:00:00Z", **plan: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """An active, paid subscription on a test clock whose customer then makes a card
+        declined at charge the default: (clock, customer, subscription)."""
+        clock = await self.clock(start)
+        plan_ = await self.plan(amount=1000, **plan)
+        customer = await self.customer(test_clock_id=clock["id"])
+        sub = await self.post(
+            "/v1/subscriptions", {"customer_id": customer["id"], "plan_id": plan_["id"]}
+        )
+        assert sub["status"] == "active"
+        await self.post(
+            f"/v1/customers/{customer['id']}/payment-methods",
+            {"card": CHARGE_DECLINED_CARD, "set_default": True},
+        )
+        return clock, customer, sub
+
     async def orders(self, subscription_id: str) -> list[dict[str, Any]]:
         page = await self.get("/v1/orders", subscription_id=subscription_id, limit=100)
         return sorted(page["data"], key=lambda o: o["period_start"])

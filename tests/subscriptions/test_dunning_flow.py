@@ -19,26 +19,7 @@ from recur.runtime import build_runtime
 from recur.settings import Settings
 from recur.subscriptions import billing as billing_engine
 
-GOOD_CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
-CHARGE_DECLINED_CARD = {**GOOD_CARD, "number": "4000000000000341"}
-
-
-async def _renewal_will_fail(
-    billing: Any, start: str = "2025-01-01T00:00:00Z", **plan: Any
-) -> tuple[dict, dict, dict]:
-    """An active, paid subscription whose customer then makes a declining card the default."""
-    clock = await billing.clock(start)
-    plan_ = await billing.plan(amount=1000, **plan)
-    customer = await billing.customer(test_clock_id=clock["id"])
-    sub = await billing.post(
-        "/v1/subscriptions", {"customer_id": customer["id"], "plan_id": plan_["id"]}
-    )
-    assert sub["status"] == "active"
-    await billing.post(
-        f"/v1/customers/{customer['id']}/payment-methods",
-        {"card": CHARGE_DECLINED_CARD, "set_default": True},
-    )
-    return clock, customer, sub
+from .conftest import CHARGE_DECLINED_CARD, GOOD_CARD
 
 
 async def _payments(billing: Any, order_id: str) -> list[str]:
@@ -53,7 +34,7 @@ async def _renewal(billing: Any, sub: dict) -> dict:
 
 
 async def test_a_failed_renewal_is_retried_on_days_1_3_5_7_then_canceled(billing) -> None:
-    clock, _, sub = await _renewal_will_fail(billing)
+    clock, _, sub = await billing.renewal_will_fail()
     await billing.advance(clock, "2025-02-01T00:00:00Z")
     renewal = await _renewal(billing, sub)
     assert renewal["status"] == "open"
@@ -84,7 +65,7 @@ async def test_a_failed_renewal_is_retried_on_days_1_3_5_7_then_canceled(billing
 
 
 async def test_advancing_months_at_once_interleaves_retries_and_renewals(billing) -> None:
-    clock, _, sub = await _renewal_will_fail(billing, "2025-01-15T00:00:00Z")
+    clock, _, sub = await billing.renewal_will_fail("2025-01-15T00:00:00Z")
     await billing.advance(clock, "2025-04-20T00:00:00Z")
     # Feb 15 fails, retries on Feb 16, 18, 20 and 22 exhaust it: no Mar 15 or Apr 15 renewal.
     orders = await billing.orders(sub["id"])
@@ -103,7 +84,7 @@ async def test_advancing_months_at_once_interleaves_retries_and_renewals(billing
 async def test_a_weekly_plan_ends_before_its_next_renewal_due_at_the_last_retry(billing) -> None:
     # The last retry (day 7) and the next weekly renewal fall at the same time: the retry
     # comes first, so the subscription is canceled and not renewed.
-    clock, _, sub = await _renewal_will_fail(billing, interval="week")
+    clock, _, sub = await billing.renewal_will_fail(interval="week")
     await billing.advance(clock, "2025-03-01T00:00:00Z")
     orders = await billing.orders(sub["id"])
     assert [(o["period_start"][:10], o["status"]) for o in orders] == [
@@ -116,7 +97,7 @@ async def test_a_weekly_plan_ends_before_its_next_renewal_due_at_the_last_retry(
 
 async def test_a_daily_plan_past_due_for_the_whole_schedule_is_canceled(billing) -> None:
     # Each day's renewal fails too, so the order running out of retries is never the latest.
-    clock, _, sub = await _renewal_will_fail(billing, interval="day")
+    clock, _, sub = await billing.renewal_will_fail(interval="day")
     await billing.advance(clock, "2025-01-20T00:00:00Z")
     ended = await billing.get(f"/v1/subscriptions/{sub['id']}")
     assert (ended["status"], ended["ended_at"]) == ("canceled", "2025-01-09T00:00:00Z")
@@ -128,7 +109,7 @@ async def test_a_daily_plan_past_due_for_the_whole_schedule_is_canceled(billing)
 
 async def test_unpaid_setting_keeps_the_subscription_without_further_renewals(billing) -> None:
     await billing.post("/v1/dunning-settings", {"final_action": "unpaid"})
-    clock, _, sub = await _renewal_will_fail(billing)
+    clock, _, sub = await billing.renewal_will_fail()
     await billing.advance(clock, "2025-02-08T00:00:00Z")
     unpaid = await billing.get(f"/v1/subscriptions/{sub['id']}")
     assert unpaid["status"] == "unpaid"
@@ -144,7 +125,7 @@ async def test_unpaid_setting_keeps_the_subscription_without_further_renewals(bi
 
 async def test_a_custom_schedule(billing) -> None:
     await billing.post("/v1/dunning-settings", {"retry_days": [2, 4]})
-    clock, _, sub = await _renewal_will_fail(billing)
+    clock, _, sub = await billing.renewal_will_fail()
     await billing.advance(clock, "2025-02-01T00:00:00Z")
     renewal = await _renewal(billing, sub)
     counts = []
@@ -158,7 +139,7 @@ async def test_a_custom_schedule(billing) -> None:
 
 
 async def test_a_good_card_made_default_is_tried_at_once(billing) -> None:
-    clock, customer, sub = await _renewal_will_fail(billing)
+    clock, customer, sub = await billing.renewal_will_fail()
     await billing.advance(clock, "2025-02-04T00:00:00Z")  # the renewal, then days 1 and 3
     renewal = await _renewal(billing, sub)
     assert await _payments(billing, renewal["id"]) == ["failed"] * 3
@@ -181,7 +162,7 @@ async def test_a_good_card_made_default_is_tried_at_once(billing) -> None:
 
 
 async def test_a_default_changed_on_the_customer_is_tried_at_once(billing) -> None:
-    clock, customer, sub = await _renewal_will_fail(billing)
+    clock, customer, sub = await billing.renewal_will_fail()
     await billing.advance(clock, "2025-02-02T00:00:00Z")
     renewal = await _renewal(billing, sub)
     # Attached but not the default: nothing happens yet.
@@ -196,7 +177,7 @@ async def test_a_default_changed_on_the_customer_is_tried_at_once(billing) -> No
 
 
 async def test_a_new_card_that_declines_too_counts_and_the_schedule_goes_on(billing) -> None:
-    clock, customer, sub = await _renewal_will_fail(billing)
+    clock, customer, sub = await billing.renewal_will_fail()
     await billing.advance(clock, "2025-02-04T12:00:00Z")  # the renewal, then days 1 and 3
     renewal = await _renewal(billing, sub)
     await billing.post(
@@ -235,7 +216,7 @@ async def test_a_renewal_without_a_card_is_retried_when_one_is_added(billing) ->
 
 
 async def test_an_order_paid_another_way_is_not_charged_again(billing) -> None:
-    clock, _, sub = await _renewal_will_fail(billing)
+    clock, _, sub = await billing.renewal_will_fail()
     await billing.advance(clock, "2025-02-01T00:00:00Z")
     renewal = await _renewal(billing, sub)
     paid = await billing.post("/v1/payments", {"order_id": renewal["id"], "card": {**GOOD_CARD}})
@@ -261,7 +242,7 @@ async def test_a_failed_first_charge_is_not_dunned(billing) -> None:
 
 
 async def test_retries_never_charge_twice(billing, runtime, tenant) -> None:
-    clock, _, sub = await _renewal_will_fail(billing)
+    clock, _, sub = await billing.renewal_will_fail()
     await billing.advance(clock, "2025-02-01T00:00:00Z")
     renewal = await _renewal(billing, sub)
     due = datetime(2025, 2, 2, tzinfo=UTC)
