@@ -81,3 +81,56 @@ async def test_only_manual_payments_of_the_tenant_are_marked(
     bad = await api.post(f"/v1/payments/{manual}/mark-paid", json={"note": "x" * 501})
     assert bad.status_code == 400, bad.text
     assert (await api.get(f"/v1/payments/{manual}")).json()["status"] == "pending"
+
+
+async def test_a_bank_transfer_through_the_api_waits_for_the_operator(
+    api, runtime, make_customer
+) -> None:
+    from datetime import timedelta
+
+    from recur.payments.reconcile import reconcile
+
+    customer = await make_customer()
+    attached = await api.post(
+        f"/v1/customers/{customer['id']}/payment-methods", json={"type": "bank_transfer"}
+    )
+    assert attached.status_code == 200, attached.text
+    method = attached.json()
+    assert (method["type"], method["gateway"], method["card"]) == ("bank_transfer", "manual", None)
+    # The first payment method is the customer's default: its charges wait for a transfer.
+    body = {"customer_id": customer["id"], "amount": 2500, "currency": "USD"}
+    created = await api.post("/v1/payments", json=body)
+    assert created.status_code == 200, created.text
+    payment = created.json()
+    assert (payment["status"], payment["gateway"]) == ("pending", "manual")
+    assert payment["routing_reason"] == "a bank_transfer payment: manual"
+    [attempt] = (await api.get(f"/v1/payments/{payment['id']}")).json()["attempts"]
+    assert (attempt["outcome"], attempt["failure_code"]) == ("unknown", "awaiting_operator")
+    assert attempt["gateway_reference"].startswith("RCR-")
+    # Nothing for the reconciler to ask: only the operator settles it.
+    assert (await reconcile(runtime, unknown_after=timedelta(0))).asked == 0
+    # Awaiting the operator is no fault of the gateway: its breaker never opens on it.
+    more = [(await api.post("/v1/payments", json=body)).json() for _ in range(6)]
+    assert {(p["status"], p["gateway"]) for p in more} == {("pending", "manual")}
+
+    paid = await api.post(f"/v1/payments/{payment['id']}/mark-paid", json={"reference": "B-1"})
+    assert paid.status_code == 200, paid.text
+    assert (paid.json()["status"], paid.json()["gateway_reference"]) == ("succeeded", "B-1")
+    assert [f.check for f in await verify(runtime.db) if not f.ok] == []
+
+
+async def test_manual_payment_methods_refuse_bad_input_and_a_disabled_gateway(
+    api, make_customer
+) -> None:
+    customer = await make_customer()
+    path = f"/v1/customers/{customer['id']}/payment-methods"
+    card = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+    for body in ({"type": "cash", "card": card}, {"type": "card"}, {"type": "cheque"}):
+        refused = await api.post(path, json=body)
+        assert refused.status_code == 400, (body, refused.text)
+    configured = await api.post("/v1/gateways", json={"name": "manual", "enabled": False})
+    assert configured.status_code == 200, configured.text
+    disabled = await api.post(path, json={"type": "cash"})
+    assert disabled.status_code == 409, disabled.text
+    assert disabled.json()["error"]["code"] == "gateway_unavailable"
+    assert (await api.get(path)).json()["data"] == []

@@ -49,6 +49,7 @@ from recur.payments.gateways.base import (
     GatewayRetriableError,
     PaymentGateway,
 )
+from recur.payments.gateways.manual import METHOD_OF_TOKEN as MANUAL_METHODS
 from recur.payments.gateways.manual import NAME as MANUAL
 from recur.payments.schemas import PaymentAttempt
 from recur.payments.tables import payment_attempts, payment_method_tokens, payment_methods, payments
@@ -107,9 +108,16 @@ class Router:
     credentials: dict[str, dict[str, Any]]
 
     def route(
-        self, payment_id: str, currency: str, amount: int, card_brand: str | None
+        self,
+        payment_id: str,
+        currency: str,
+        amount: int,
+        card_brand: str | None,
+        method: str = "card",
     ) -> routing.Route:
-        facts = routing.PaymentFacts(currency=currency, amount=amount, card_brand=card_brand)
+        facts = routing.PaymentFacts(
+            currency=currency, amount=amount, card_brand=card_brand, method=method
+        )
         return routing.choose_route(self.rules, facts, routing.draw_for(payment_id), self.unusable)
 
     def routed(self, names: Sequence[str]) -> list[RoutedGateway]:
@@ -261,7 +269,9 @@ async def _call(
                     attempt, gateway.name, error=RETRIABLE, code=exc.code, message=exc.message
                 )
             except GatewayOutcomeUnknown as exc:
-                BREAKERS.failed(tenant_id, gateway.name)
+                if gateway.name != MANUAL:
+                    # (The manual gateway always answers "awaiting the operator": no fault.)
+                    BREAKERS.failed(tenant_id, gateway.name)
                 return Outcome(
                     attempt,
                     gateway.name,
@@ -480,8 +490,10 @@ def candidate(
     tokens: Mapping[str, str],
     next_number: int = 1,
 ) -> tuple[Candidate, routing.Route]:
-    """A payment to charge along its route, and the route (its reason is kept on the payment)."""
-    route = router.route(payment_id, currency, amount, card_brand)
+    """A payment to charge along its route, and the route (its reason is kept on the payment).
+    A manual payment method has its one token at the manual gateway (no card has one there)."""
+    method = MANUAL_METHODS.get(tokens.get(MANUAL, ""), "card")
+    route = router.route(payment_id, currency, amount, card_brand, method)
     c = Candidate(
         payment_id,
         amount,

@@ -34,7 +34,11 @@ from recur.payments.credentials import (
     summarize,
 )
 from recur.payments.gateway_config_schemas import Gateway, GatewayCreate, GatewayUpdate
+from recur.payments.gateways.manual import NAME as MANUAL
 from recur.payments.tables import payment_gateways, payment_routing_rules
+
+# Gateways every tenant has, as they are by default, without configuring them.
+NEEDS_NO_CONFIG = (routing.DEFAULT_GATEWAY, MANUAL)
 
 if TYPE_CHECKING:
     from recur.runtime import Runtime
@@ -241,10 +245,10 @@ async def usable_gateways(
     uow: UnitOfWork, cipher: MultiFernet | None, tenant_id: str
 ) -> tuple[dict[str, str | None], dict[str, dict[str, str]]]:
     """For `routing.choose_route`: each gateway's name and why it cannot be used (None when
-    it can); and the clear credentials of those that can. The sandbox is available unless
-    the tenant configured it disabled."""
-    unusable: dict[str, str | None] = {routing.DEFAULT_GATEWAY: None}
-    credentials: dict[str, dict[str, str]] = {routing.DEFAULT_GATEWAY: {}}
+    it can); and the clear credentials of those that can. The sandbox and the manual gateway
+    need no credentials: they are available unless the tenant configured them disabled."""
+    unusable: dict[str, str | None] = dict.fromkeys(NEEDS_NO_CONFIG)
+    credentials: dict[str, dict[str, str]] = {name: {} for name in NEEDS_NO_CONFIG}
     for row in await gateway_rows(uow, tenant_id):
         credentials.pop(row.name, None)
         if not row.enabled:

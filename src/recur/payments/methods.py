@@ -6,13 +6,16 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from recur.kit.errors import NotFound, PaymentDeclined
+from recur.kit.errors import Conflict, NotFound, PaymentDeclined
 from recur.kit.ids import new_id
 from recur.kit.pagination import Page, to_page
 from recur.payments import dunning
 from recur.payments import repository as repo
+from recur.payments.attempts import load_router
 from recur.payments.checks import _check_filters, _check_id, _customer, _method_row
 from recur.payments.gateways.base import GatewayDecline
+from recur.payments.gateways.manual import NAME as MANUAL
+from recur.payments.gateways.manual import TOKEN_OF_METHOD
 from recur.payments.schemas import PaymentMethod, PaymentMethodCreate
 from recur.payments.service import OUTBOX
 from recur.payments.tables import payment_method_tokens
@@ -25,7 +28,8 @@ if TYPE_CHECKING:
 async def add_payment_method(
     rt: Runtime, tenant_id: str, customer_id: str, params: PaymentMethodCreate
 ) -> PaymentMethod:
-    """Verify a card through the tenant's gateways and keep their tokens for the customer.
+    """Verify a card through the tenant's gateways and keep their tokens for the customer; or
+    keep a manual method (`bank_transfer`, `cash`), collected by the manual gateway.
 
     The card is tokenized at every card gateway the tenant can route to (see `tokens`), so
     that a payment can fail over. A card the first gateway declines raises PaymentDeclined
@@ -33,11 +37,29 @@ async def add_payment_method(
     payment method becomes its default; `set_default` makes this one the default.
     """
     await _customer(rt, tenant_id, customer_id)
-    try:
-        tokenized = await tokenize_everywhere(rt, tenant_id, params.card)
-    except GatewayDecline as exc:
-        raise PaymentDeclined(exc.message, code=exc.code, param="card") from None
-    card = tokenized.card
+    if params.card is None:
+        # A bank transfer or cash: nothing to verify, the manual gateway collects it.
+        router = await load_router(rt, tenant_id)
+        if MANUAL not in router.credentials:
+            why = router.unusable.get(MANUAL) or "not usable"
+            raise Conflict(
+                f"the manual gateway is {why} for this account", code="gateway_unavailable"
+            )
+        gateway, token, card_values = MANUAL, TOKEN_OF_METHOD[params.type], {}
+        tokens: dict[str, str] = {}
+    else:
+        try:
+            tokenized = await tokenize_everywhere(rt, tenant_id, params.card)
+        except GatewayDecline as exc:
+            raise PaymentDeclined(exc.message, code=exc.code, param="card") from None
+        card = tokenized.card
+        gateway, token, tokens = tokenized.gateway, card.token, tokenized.tokens
+        card_values = {
+            "brand": card.brand,
+            "last4": card.last4,
+            "exp_month": card.exp_month,
+            "exp_year": card.exp_year,
+        }
     now = rt.clock.now()
     async with rt.uow() as uow:
         payment_method_id = new_id("pm")
@@ -47,12 +69,9 @@ async def add_payment_method(
                 "id": payment_method_id,
                 "tenant_id": tenant_id,
                 "customer_id": customer_id,
-                "gateway": tokenized.gateway,
-                "gateway_token": card.token,
-                "brand": card.brand,
-                "last4": card.last4,
-                "exp_month": card.exp_month,
-                "exp_year": card.exp_year,
+                "gateway": gateway,
+                "gateway_token": token,
+                **card_values,
                 "created": now,
             },
         )
@@ -64,8 +83,8 @@ async def add_payment_method(
                 "token": token,
                 "created": now,
             }
-            for name, token in sorted(tokenized.tokens.items())
-            if name != tokenized.gateway
+            for name, token in sorted(tokens.items())
+            if name != gateway
         ]
         if others:
             await uow.execute(sa.insert(payment_method_tokens), others)

@@ -76,7 +76,9 @@ async def mark_payment(
             ) from None
         mark = kept
     # Settled now, or meanwhile by the reconciler from the same mark: the answer is the same.
-    await batch.settle(rt, tenant_id, {payment.id: manual.settlement(mark)})
+    settled = await batch.settle(rt, tenant_id, {payment.id: manual.settlement(mark)})
+    # A subscription's order left unpaid goes to dunning, as a decline of any gateway does.
+    await batch.dun_failed(rt, tenant_id, settled.values())
     return await get_payment(rt, tenant_id, payment.id)
 
 

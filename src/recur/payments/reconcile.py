@@ -36,6 +36,7 @@ from recur.payments.batch import STRANDED_AFTER, dun_failed, settle
 from recur.payments.credentials import credentials_cipher
 from recur.payments.gateway_config import RoutedGateway
 from recur.payments.gateways.base import ChargeResult, ChargeStatus, RefundResult
+from recur.payments.gateways.manual import NAME as MANUAL
 from recur.payments.refunds import settle_refund
 from recur.payments.tables import payment_attempts, payment_methods, payments, refunds
 from recur.payments.tenant_gateways import tenant_gateway
@@ -101,11 +102,16 @@ async def reconcile(
     limit: int = BATCH,
 ) -> ReconcileResult:
     """One pass over up to `limit` pending payments, oldest first, of every tenant (or one),
-    and as many pending refunds."""
+    and as many pending refunds. Manual payments wait for an operator's mark, which settles
+    them: there is nothing to ask, and days of them waiting must not fill the pass."""
     now = rt.clock.now()
     stmt = (
         sa.select(payments.c.tenant_id, payments.c.id)
-        .where(payments.c.status == "pending", payments.c.updated < now - unknown_after)
+        .where(
+            payments.c.status == "pending",
+            payments.c.updated < now - unknown_after,
+            payments.c.gateway != MANUAL,
+        )
         .order_by(payments.c.updated)
         .limit(limit)
     )

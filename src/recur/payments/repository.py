@@ -16,6 +16,8 @@ from recur.kit.db import (
     upsert,
 )
 from recur.kit.pagination import fetch_page
+from recur.payments.gateways.manual import METHOD_OF_TOKEN
+from recur.payments.gateways.manual import NAME as MANUAL
 from recur.payments.schemas import CardDetails, Payment, PaymentMethod, Refund
 from recur.payments.tables import (
     payment_dunning,
@@ -27,11 +29,15 @@ from recur.payments.tables import (
 
 
 def to_payment_method(row: Any) -> PaymentMethod:
+    manual = METHOD_OF_TOKEN.get(row.gateway_token) if row.gateway == MANUAL else None
     return PaymentMethod(
         id=row.id,
         customer_id=row.customer_id,
+        type=manual or "card",
         gateway=row.gateway,
-        card=CardDetails(
+        card=None
+        if manual
+        else CardDetails(
             brand=row.brand, last4=row.last4, exp_month=row.exp_month, exp_year=row.exp_year
         ),
         created=row.created,

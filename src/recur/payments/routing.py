@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 DEFAULT_GATEWAY = "sandbox"
+MANUAL_GATEWAY = "manual"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class PaymentFacts:
     currency: str
     amount: int
     card_brand: str | None = None
+    # `card`, or a manual method (`bank_transfer`, `cash`), which only the manual gateway takes.
+    method: str = "card"
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,10 @@ def choose_route(
 ) -> Route:
     """The gateways to try for `payment`: those of the first matching rule by priority, or the
     sandbox when none matches. `unusable` maps a gateway's name to why it cannot be used now
-    (`disabled`), or to None when it can; a name missing from it is `not configured`."""
+    (`disabled`), or to None when it can; a name missing from it is `not configured`.
+    Rules route cards: a bank transfer or cash goes to the manual gateway, whatever they say."""
+    if payment.method != "card":
+        return _route(f"a {payment.method} payment: manual", [MANUAL_GATEWAY], unusable, None)
     for rule in _ordered(rules):
         if not matches(rule.conditions, payment):
             continue

@@ -6,7 +6,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from recur.kit.bodies import RequestBody
 
@@ -23,9 +23,25 @@ class CardIn(RequestBody):
     cvc: str | None = Field(default=None, min_length=3, max_length=4, repr=False)
 
 
+PaymentMethodType = Literal["card", "bank_transfer", "cash"]
+
+
 class PaymentMethodCreate(RequestBody):
-    card: CardIn
+    type: PaymentMethodType = Field(
+        default="card",
+        description="`card` (give `card`), or `bank_transfer` or `cash`: paid outside Recur "
+        "and marked paid by an operator (the manual gateway)",
+    )
+    card: CardIn | None = None
     set_default: bool = Field(default=False, description="Make it the customer's default")
+
+    @model_validator(mode="after")
+    def _card_iff_card(self) -> PaymentMethodCreate:
+        if self.type == "card" and self.card is None:
+            raise ValueError("card is required for a card payment method")
+        if self.type != "card" and self.card is not None:
+            raise ValueError(f"a {self.type} payment method takes no card")
+        return self
 
 
 class CardDetails(BaseModel):
@@ -39,9 +55,9 @@ class PaymentMethod(BaseModel):
     id: str
     object: Literal["payment_method"] = "payment_method"
     customer_id: str
-    type: Literal["card"] = "card"
+    type: PaymentMethodType = "card"
     gateway: str
-    card: CardDetails
+    card: CardDetails | None = Field(description="A card's details; null for other types")
     created: datetime
 
 

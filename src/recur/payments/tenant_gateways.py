@@ -15,18 +15,14 @@ import sqlalchemy as sa
 
 from recur.kit.errors import Conflict
 from recur.payments.credentials import credentials_cipher, decrypt_credentials
+from recur.payments.gateway_config import NEEDS_NO_CONFIG
 from recur.payments.gateways import build_gateway
 from recur.payments.gateways.base import GatewayConfigError, PaymentGateway
-from recur.payments.gateways.manual import NAME as MANUAL
 from recur.payments.gateways.manual import MarkLookup
-from recur.payments.gateways.sandbox import NAME as SANDBOX
 from recur.payments.tables import payment_gateways
 
 if TYPE_CHECKING:
     from recur.runtime import Runtime
-
-# Gateways every tenant has, as they are by default, without configuring them.
-NEEDS_NO_CONFIG = (SANDBOX, MANUAL)
 
 
 async def gateway_credentials(rt: Runtime, tenant_id: str, name: str) -> dict[str, str] | None:

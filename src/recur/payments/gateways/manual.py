@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +53,16 @@ NAME = "manual"
 TOKEN_BANK_TRANSFER = "manual_bank_transfer"  # noqa: S105 (a method's name, not a secret)
 TOKEN_CASH = "manual_cash"  # noqa: S105
 TOKENS = (TOKEN_BANK_TRANSFER, TOKEN_CASH)
+# A customer's manual payment method, by its type (`POST .../payment-methods`), and back.
+ManualMethod = Literal["bank_transfer", "cash"]
+TOKEN_OF_METHOD: dict[str, str] = {
+    "bank_transfer": TOKEN_BANK_TRANSFER,
+    "cash": TOKEN_CASH,
+}
+METHOD_OF_TOKEN: dict[str, ManualMethod] = {
+    TOKEN_BANK_TRANSFER: "bank_transfer",
+    TOKEN_CASH: "cash",
+}
 AWAITING_OPERATOR = "awaiting_operator"
 
 
