@@ -66,3 +66,29 @@ async def test_an_order_being_paid_is_left_to_that_payment(
             )
         ).scalar_one()
     assert count == 1
+
+
+async def test_a_batch_writes_each_wave_of_attempts_just_before_sending_it(
+    tenant, runtime, make_customer, attach, make_order, monkeypatch
+) -> None:
+    from recur.payments import attempts
+
+    # Attempts written long before they are sent would look stranded to the reconciler, which
+    # would charge them again under the next key: each wave is written, then sent.
+    monkeypatch.setattr(attempts, "GATEWAY_CONCURRENCY", 2)
+    written: list[int] = []
+    write = attempts._write_attempts
+
+    async def observed(rt, tenant_id, rows, payment_ids, now):  # type: ignore[no-untyped-def]
+        written.append(len(rows))
+        return await write(rt, tenant_id, rows, payment_ids, now)
+
+    monkeypatch.setattr(attempts, "_write_attempts", observed)
+    orders = []
+    for _ in range(5):
+        customer = await make_customer()
+        assert (await attach(customer["id"])).status_code == 200
+        orders.append((await make_order(customer["id"], 700))["id"])
+    answers = await runtime.payments.charge_orders(tenant.id, orders)
+    assert [a.outcome for a in answers] == ["succeeded"] * 5
+    assert written == [2, 2, 1]

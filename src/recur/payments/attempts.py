@@ -343,38 +343,44 @@ async def run_attempts(
     live = list(candidates)
     planned = first
     while live:
-        now = rt.clock.now()
-        if planned is None:
-            planned = plan_round(tenant_id, live, now)
-            written = await _write_attempts(
-                rt, tenant_id, planned.rows, [c.payment_id for c in live], now
-            )
-        else:
-            written = {row["id"] for row in planned.rows}
-        # An attempt number taken meanwhile means another process is charging the payment.
-        calls = [call for call in planned.calls if call[0]["id"] in written]
-        outcomes = await _call(rt, tenant_id, calls)
-        results: dict[str, ChargeResult] = {
-            c.payment_id: ChargeResult(
-                False, None, UNAVAILABLE, "no payment gateway could take the payment now"
-            )
-            for c in planned.exhausted
-        }
         retried: list[Candidate] = []
-        undecided: list[Outcome] = []
-        by_attempt = {call[0]["id"]: call[2] for call in calls}
-        for outcome in outcomes:
-            c = by_attempt[outcome.attempt["id"]]
-            if outcome.result is not None:
-                results[c.payment_id] = outcome.result
+        # One wave of calls at a time, each written just before it is sent: a written attempt
+        # goes out within one wave's time (an adapter's timeout at most), long before the
+        # reconciler would take an attempt still unsent for one a dead process left
+        # (STRANDED_AFTER) and charge its payment again under the next key.
+        for start in range(0, len(live), GATEWAY_CONCURRENCY):
+            wave = live[start : start + GATEWAY_CONCURRENCY]
+            if planned is None:
+                now = rt.clock.now()
+                planned = plan_round(tenant_id, wave, now)
+                written = await _write_attempts(
+                    rt, tenant_id, planned.rows, [c.payment_id for c in wave], now
+                )
             else:
-                undecided.append(outcome)
-                if outcome.error == RETRIABLE:
-                    retried.append(c)
-        await _record(rt, tenant_id, undecided)
-        settled.update(await settle(rt, tenant_id, results))
+                written = {row["id"] for row in planned.rows}
+            # An attempt number taken meanwhile means another process is charging the payment.
+            calls = [call for call in planned.calls if call[0]["id"] in written]
+            outcomes = await _call(rt, tenant_id, calls)
+            results: dict[str, ChargeResult] = {
+                c.payment_id: ChargeResult(
+                    False, None, UNAVAILABLE, "no payment gateway could take the payment now"
+                )
+                for c in planned.exhausted
+            }
+            undecided: list[Outcome] = []
+            by_attempt = {call[0]["id"]: call[2] for call in calls}
+            for outcome in outcomes:
+                c = by_attempt[outcome.attempt["id"]]
+                if outcome.result is not None:
+                    results[c.payment_id] = outcome.result
+                else:
+                    undecided.append(outcome)
+                    if outcome.error == RETRIABLE:
+                        retried.append(c)
+            await _record(rt, tenant_id, undecided)
+            settled.update(await settle(rt, tenant_id, results))
+            planned = None
         live = retried
-        planned = None
     return settled
 
 
