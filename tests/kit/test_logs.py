@@ -133,3 +133,13 @@ def test_configure_logging_sends_every_logger_through_the_chosen_format(
     }
     assert len(lines) == 2
     assert lines[1].endswith(" WARNING recur.app [-] in text")
+
+
+def test_the_stripe_package_never_logs_its_request_bodies() -> None:
+    # It logs the form it sends, a card's CVC among it, at DEBUG.
+    configure_logging("DEBUG", "text")
+    try:
+        assert logging.getLogger("stripe").getEffectiveLevel() == logging.INFO
+        assert logging.getLogger("recur").getEffectiveLevel() == logging.DEBUG
+    finally:
+        configure_logging("INFO", "text")

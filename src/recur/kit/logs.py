@@ -102,3 +102,6 @@ def configure_logging(level: str, format: LogFormat = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # The stripe package logs the form bodies it sends, a card's CVC and expiry among them, at
+    # DEBUG: never, whatever the level asked for.
+    logging.getLogger("stripe").setLevel(max(logging.INFO, root.level))

@@ -6,6 +6,7 @@ import base64
 import socket
 from typing import Any
 
+import orjson
 import pytest
 
 from recur.kit.clock import FrozenClock
@@ -435,3 +436,13 @@ async def test_a_refund_that_never_arrived_is_made_once_by_its_lookup(
         (ChargeStatus.UNKNOWN, psp)
     ] * 2
     assert lookups[0].result() is None
+
+
+def test_a_forged_hmac_signature_with_any_characters_is_refused_not_a_crash(
+    adyen: PaymentGateway, adyen_fake: Any
+) -> None:
+    item = adyen_fake.notification("AUTHORISATION", "PSP1", merchant_reference="pay_1")
+    item = {**item, "additionalData": {**item["additionalData"], "hmacSignature": "é=="}}
+    body = orjson.dumps({"live": "false", "notificationItems": [{"NotificationRequestItem": item}]})
+    with pytest.raises(WebhookSignatureError):
+        adyen.parse_webhook({"Content-Type": "application/json"}, body)

@@ -186,3 +186,13 @@ async def test_sandbox_webhooks_are_signed_with_the_tenants_secret() -> None:
     with pytest.raises(WebhookSignatureError) as unset:
         SandboxGateway(clock).parse_webhook(headers, body)
     assert unset.value.code == "no_webhook_secret"
+
+
+def test_a_forged_signature_with_any_characters_is_refused_not_a_crash() -> None:
+    clock = FrozenClock(NOW)
+    gateway = build_gateway("sandbox", {"webhook_secret": "whsec_sandbox_1"}, clock=clock)
+    headers, body = signed_webhook("whsec_sandbox_1", "evt_1", WebhookKind.CHARGE_SUCCEEDED, NOW)
+    stamp = headers["Recur-Sandbox-Signature"].partition(",")[0]
+    forged = {**headers, "Recur-Sandbox-Signature": f"{stamp},v1=é-not-hex"}
+    with pytest.raises(WebhookSignatureError):
+        gateway.parse_webhook(forged, body)

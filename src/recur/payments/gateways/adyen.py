@@ -363,7 +363,8 @@ class AdyenGateway:
             raise GatewayRetriableError(
                 "rate_limited", "Adyen is rate limiting us", retry_after=_seconds(retry_after)
             )
-        if status >= 500 or status not in (200, 201, 400, 404, 422):
+        # (A 404 is no answer about the payment: a wrong URL or account prefix, a proxy.)
+        if status >= 500 or status not in (200, 201, 400, 422):
             if not may_be_done:
                 raise GatewayRetriableError("gateway_error", f"Adyen answered {status}")
             raise GatewayOutcomeUnknown("gateway_error", f"Adyen answered {status}")

@@ -45,7 +45,8 @@ def parse_notification(body: bytes, hmac_key: str) -> GatewayWebhookEvent:
         raise WebhookSignatureError(
             "malformed_webhook", "the body is not one signed Adyen notification"
         ) from None
-    if not hmac.compare_digest(notification_signature(item, hmac_key), given):
+    # As bytes: a forged signature may hold characters compare_digest refuses in a str.
+    if not hmac.compare_digest(notification_signature(item, hmac_key).encode(), given.encode()):
         raise WebhookSignatureError(
             "bad_signature", "the notification's hmacSignature does not match"
         )

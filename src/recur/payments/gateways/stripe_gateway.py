@@ -26,6 +26,7 @@ Errors: a CardError is a decline (Stripe's `decline_code`, or its `code`); a ref
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -66,6 +67,11 @@ if TYPE_CHECKING:
         RefundCreateParams,
         RefundListParams,
     )
+
+
+# The stripe package prints the form bodies it sends (a card's CVC and expiry among them) to
+# standard error, past every log filter, when STRIPE_LOG is "debug" or "info": never in Recur.
+setattr(importlib.import_module("stripe._util"), "STRIPE_LOG", None)  # noqa: B010
 
 API_BASE = "https://api.stripe.com"
 BRANDS = {"visa", "mastercard", "amex", "discover", "jcb", "diners"}
