@@ -235,3 +235,31 @@ async def test_another_service_reads_customers_from_the_cache_without_a_call(
         await payments_rt.close()
         await served.stop()
         await customers_rt.close()
+
+
+async def test_a_consumer_of_a_customers_change_reads_the_changed_customer(
+    api: httpx.AsyncClient, runtime: Runtime, tenant: Any
+) -> None:
+    from recur.kit.db import UnitOfWork
+    from recur.kit.events import Event
+    from recur.subscriptions.tables import inbox
+
+    created = (await api.post("/v1/customers", json={"name": "Ada"})).json()
+    await _read(api, f"/v1/customers/{created['id']}")  # now cached
+    seen: list[str] = []
+
+    async def consume(uow: UnitOfWork, event: Event) -> None:
+        # As a consumer in another service does: through the client, the cache first (after
+        # its own transaction, as every call to another service).
+        async def read() -> None:
+            seen.append((await runtime.customers.get(tenant.id, event.payload["id"])).name)
+
+        uow.after_commit(read)
+
+    runtime.bus.subscribe("customer.updated", "subscriptions", inbox, consume)
+    # First, as a consumer in another process may well be: before the customers service's own
+    # consumer of the event has dropped the cached customer again.
+    consumers = runtime.bus.consumers["customer.updated"]
+    consumers.insert(0, consumers.pop())
+    assert (await api.patch(f"/v1/customers/{created['id']}", json={"name": "Grace"})).is_success
+    assert seen == ["Grace"]

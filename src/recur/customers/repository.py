@@ -42,9 +42,7 @@ def cache_key(tenant_id: str, customer_id: str) -> str:
 
 def _forget_cached(uow: UnitOfWork, tenant_id: str, customer_id: str) -> None:
     """Every write to the customers table calls this: the cached customer goes after commit."""
-    key = cache_key(tenant_id, customer_id)
-    cache = uow.cache
-    uow.after_commit(lambda: cache.delete(key))
+    uow.forget_cached(cache_key(tenant_id, customer_id))
 
 
 async def next_customer_number(uow: UnitOfWork, tenant_id: str) -> int:

@@ -161,6 +161,7 @@ class UnitOfWork:
         self._after_commit: list[Callable[[], Awaitable[object]]] = []
         # Values cached from what this transaction changes are dropped after it commits.
         self.cache: Cache = bus.cache if bus is not None else DISABLED
+        self._forget: list[str] = []
 
     @property
     def conn(self) -> AsyncConnection:
@@ -183,6 +184,12 @@ class UnitOfWork:
             await self._conn.close()
             self._conn = None
 
+    def forget_cached(self, key: str) -> None:
+        """Drop the cached value under `key` once this transaction has committed: before its
+        events go out, so that no consumer of them, in any process, reads the value from before
+        the change."""
+        self._forget.append(key)
+
     def after_commit(self, job: Callable[[], Awaitable[object]]) -> None:
         """Run `job` once this transaction has committed (never if it rolls back).
 
@@ -192,8 +199,9 @@ class UnitOfWork:
         self._after_commit.append(job)
 
     async def commit(self) -> None:
-        """Commit, give the connection back to the pool, then hand the events to the bus and
-        run the after-commit jobs. The unit of work is done: nothing more may run in it.
+        """Commit, give the connection back to the pool, drop the cached values it changed,
+        then hand the events to the bus and run the after-commit jobs. The unit of work is
+        done: nothing more may run in it.
 
         The connection goes back first because delivering the events takes connections of its
         own: a commit holding one while it waits for another would, under load, leave every
@@ -201,6 +209,9 @@ class UnitOfWork:
         await self.conn.commit()
         await self.conn.close()
         self._conn = None
+        forget, self._forget = self._forget, []
+        for key in forget:
+            await self.cache.delete(key)
         events, self.pending_events = self.pending_events, []
         if events and self._bus is not None:
             await self._bus.deliver(events)
