@@ -263,3 +263,17 @@ async def test_a_consumer_of_a_customers_change_reads_the_changed_customer(
     consumers.insert(0, consumers.pop())
     assert (await api.patch(f"/v1/customers/{created['id']}", json={"name": "Grace"})).is_success
     assert seen == ["Grace"]
+
+
+async def test_a_cached_value_that_no_longer_reads_as_a_customer_is_a_miss(
+    api: httpx.AsyncClient, runtime: Runtime, tenant: Any
+) -> None:
+    from recur.customers.repository import cache_key
+
+    created = (await api.post("/v1/customers", json={"name": "Ada"})).json()
+    key = cache_key(tenant.id, created["id"])
+    # As another version of Recur may have written it.
+    entry = await runtime.cache.get(key)
+    await runtime.cache.set(key, {"id": created["id"], "named": "Ada"}, entry.version)
+    assert (await runtime.cache.get(key)).value is not None
+    assert (await _read(api, f"/v1/customers/{created['id']}"))["name"] == "Ada"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from pydantic import TypeAdapter
 
-from recur.customers.repository import cache_key
+from recur.customers.repository import cache_key, from_cache
 from recur.customers.schemas import BalanceTransaction, CreditRequest, CreditType, Customer
 from recur.kit.cache import DISABLED, Cache
 from recur.kit.service_client import ServiceClient
@@ -48,9 +48,9 @@ class HttpCustomersClient:
         self._cache = cache
 
     async def get(self, tenant_id: str, customer_id: str) -> Customer:
-        cached = await self._cache.get(cache_key(tenant_id, customer_id))
-        if cached.value is not None:
-            return Customer.model_validate(cached.value)
+        hit = from_cache((await self._cache.get(cache_key(tenant_id, customer_id))).value)
+        if hit is not None:
+            return hit
         body = {"tenant_id": tenant_id, "customer_id": customer_id}
         return await self._call("get", body, _CUSTOMER)
 
@@ -59,11 +59,8 @@ class HttpCustomersClient:
         if not ids:
             return {}
         entries = await self._cache.get_many([cache_key(tenant_id, i) for i in ids])
-        found = {
-            i: Customer.model_validate(entry.value)
-            for i, entry in zip(ids, entries, strict=True)
-            if entry.value is not None
-        }
+        hits = {i: from_cache(entry.value) for i, entry in zip(ids, entries, strict=True)}
+        found = {i: customer for i, customer in hits.items() if customer is not None}
         missing = [i for i in ids if i not in found]
         if missing:
             body = {"tenant_id": tenant_id, "customer_ids": missing}

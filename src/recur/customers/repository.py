@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from recur.customers.schemas import Address, BalanceTransaction, BillingHistoryEntry, Customer
 from recur.customers.tables import balance_transactions, billing_history, counters, customers
@@ -38,6 +39,17 @@ def to_customer(row: Any) -> Customer:
 def cache_key(tenant_id: str, customer_id: str) -> str:
     """The cache key of a customer as `Customer` JSON."""
     return f"customer:{tenant_id}:{customer_id}"
+
+
+def from_cache(value: Any) -> Customer | None:
+    """A cached customer, or None when the value is missing or no longer reads as one (written
+    by another version of Recur, say): a miss, never an error."""
+    if value is None:
+        return None
+    try:
+        return Customer.model_validate(value)
+    except ValidationError:
+        return None
 
 
 def _forget_cached(uow: UnitOfWork, tenant_id: str, customer_id: str) -> None:

@@ -90,8 +90,9 @@ async def get_customer(rt: Runtime, tenant_id: str, customer_id: str) -> Custome
     """One customer of the tenant; NotFound for any other id. Read through the cache."""
     key = repo.cache_key(tenant_id, customer_id)
     cached = await rt.cache.get(key)
-    if cached.value is not None:
-        return Customer.model_validate(cached.value)
+    hit = repo.from_cache(cached.value)
+    if hit is not None:
+        return hit
     async with rt.uow() as uow:
         customer = await _load(uow, tenant_id, customer_id)
     await rt.cache.set(key, customer.model_dump(mode="json"), cached.version)
@@ -107,11 +108,8 @@ async def get_customers(
         return {}
     keys = [repo.cache_key(tenant_id, i) for i in ids]
     entries = dict(zip(ids, await rt.cache.get_many(keys), strict=True))
-    found = {
-        i: Customer.model_validate(entry.value)
-        for i, entry in entries.items()
-        if entry.value is not None
-    }
+    hits = {i: repo.from_cache(entry.value) for i, entry in entries.items()}
+    found = {i: customer for i, customer in hits.items() if customer is not None}
     missing = [i for i in ids if i not in found]
     if missing:
         async with rt.uow() as uow:
