@@ -39,13 +39,13 @@ from starlette.types import Message, Receive, Scope, Send
 from yarl import URL
 
 from recur.gateway.middleware import API_KEY_ID_HEADER, TENANT_HEADER
+from recur.kit.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from recur.kit.http import error_body
 from recur.kit.request_id import current_request_id
 from recur.kit.service_client import INTERNAL_TOKEN_HEADER
 
 log = logging.getLogger("recur.gateway.proxy")
 
-CLOSED, HALF_OPEN, OPEN = "closed", "half-open", "open"
 # The values of recur_circuit_breaker_state, as kit.observability reserves them.
 BREAKER_GAUGE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
@@ -111,44 +111,6 @@ class RouteTable:
 
 # `{customer_id}` once re.escape has made it `\{customer_id\}`.
 _PARAMETER = re.compile(r"\\\{[^}]*\\\}")
-
-
-@dataclass
-class Breaker:
-    """One instance's circuit breaker."""
-
-    failures_to_open: int
-    cool_down: float
-    failures: int = 0
-    opened_at: float | None = None
-    trial_started: float | None = None
-
-    def state(self, now: float) -> str:
-        if self.opened_at is None:
-            return CLOSED
-        return HALF_OPEN if now - self.opened_at >= self.cool_down else OPEN
-
-    def admits(self, now: float) -> bool:
-        """Whether a request may go now; in half-open, this takes the one trial."""
-        state = self.state(now)
-        if state == CLOSED:
-            return True
-        if state == OPEN:
-            return False
-        # One trial at a time; a trial that never reported back (its client went away)
-        # frees the slot after another cool-down.
-        if self.trial_started is not None and now - self.trial_started < self.cool_down:
-            return False
-        self.trial_started = now
-        return True
-
-    def succeeded(self) -> None:
-        self.failures, self.opened_at, self.trial_started = 0, None, None
-
-    def failed(self, now: float) -> None:
-        self.failures += 1
-        if self.opened_at is not None or self.failures >= self.failures_to_open:
-            self.opened_at, self.trial_started = now, None
 
 
 @dataclass

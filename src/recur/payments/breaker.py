@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from recur.gateway.proxy import Breaker
+from recur.kit.breaker import Breaker
 
 FAILURES_TO_OPEN = 5
 COOL_DOWN_SECONDS = 30.0
