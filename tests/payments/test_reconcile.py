@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from cryptography.fernet import Fernet
 
 from recur.bench_payments import fault_run
 from recur.kit.clock import FrozenClock
@@ -18,24 +17,10 @@ from recur.payments.gateways.base import WebhookKind
 from recur.payments.gateways.sandbox import signed_webhook
 from recur.payments.reconcile import reconcile
 from recur.payments.tables import payment_attempts, payments
-from recur.settings import Settings
 from recur.subscriptions.billing import LEASE
 from recur.verify import verify
 
 from ..subscriptions.conftest import BillingDriver
-
-KEY = Fernet.generate_key().decode()
-
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(
-        database_url=database_url,
-        scheduler_enabled=False,
-        rate_limit_per_second=1000,
-        rate_limit_burst=1000,
-        gateway_credentials_key=KEY,
-    )
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from recur.payments import gateway_config
+from recur.payments import attempts, gateway_config
 from recur.payments.gateway_config_schemas import GatewayCreate
 from recur.payments.routing import (
     Conditions,
@@ -253,8 +254,13 @@ async def _post(api, path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _route(rt: Runtime, tenant_id: str, *, payment_id: str = "pay_1", **facts: Any):
+    """The route a payment takes, with its gateways' credentials, as payments reads it."""
     facts = {"currency": "EUR", "amount": 1000, "card_brand": "visa", **facts}
-    return await gateway_config.route_payment(rt, tenant_id, draw=draw_for(payment_id), **facts)
+    router = await attempts.load_router(rt, tenant_id)
+    route = router.route(payment_id, facts["currency"], facts["amount"], facts["card_brand"])
+    return SimpleNamespace(
+        gateways=tuple(router.routed(route.gateways)), reason=route.reason, rule_id=route.rule_id
+    )
 
 
 def _plain(route) -> list[tuple[str, dict[str, str]]]:

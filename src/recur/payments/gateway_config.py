@@ -6,7 +6,7 @@ this module only in a `RoutedGateway`, whose repr hides them, for the adapter th
 them. Nothing here logs them.
 
 The routing rules that choose between gateways are kept by `routing_rules`; the choice itself is
-the pure `routing.choose_route`, fed here by `route_payment`.
+the pure `routing.choose_route`, fed by `usable_gateways` (see `attempts.Router`).
 """
 
 from __future__ import annotations
@@ -52,15 +52,6 @@ class RoutedGateway:
 
     name: str
     credentials: dict[str, str] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class GatewayRoute:
-    """The gateways to try for one payment, in order, and why (`routing.Route.reason`)."""
-
-    gateways: tuple[RoutedGateway, ...]
-    reason: str
-    rule_id: str | None
 
 
 def to_gateway(row: Any) -> Gateway:
@@ -264,32 +255,6 @@ async def usable_gateways(
         unusable[row.name] = None
         credentials[row.name] = clear
     return unusable, credentials
-
-
-async def route_payment(
-    rt: Runtime,
-    tenant_id: str,
-    *,
-    currency: str,
-    amount: int,
-    card_brand: str | None,
-    draw: float,
-) -> GatewayRoute:
-    """The gateways to try for a payment, in order, each with its clear credentials, and the
-    reason in words. `draw` is `routing.draw_for(payment_id)`, so that a retry of the payment
-    takes the same route. An empty route means no usable gateway: the reason says why."""
-    async with rt.uow() as uow:
-        rules = await rules_of(uow, tenant_id)
-        unusable, credentials = await usable_gateways(
-            uow, credentials_cipher(rt.settings), tenant_id
-        )
-    facts = routing.PaymentFacts(currency=currency, amount=amount, card_brand=card_brand)
-    route = routing.choose_route(rules, facts, draw, unusable)
-    return GatewayRoute(
-        gateways=tuple(RoutedGateway(name, credentials[name]) for name in route.gateways),
-        reason=route.reason,
-        rule_id=route.rule_id,
-    )
 
 
 async def rotate_credentials(rt: Runtime) -> tuple[int, int]:

@@ -138,7 +138,9 @@ async def _source(
         except GatewayDecline as exc:
             # Still a payment attempt: it is recorded as failed, with the gateway's code.
             return _Source(DEFAULT_GATEWAY, None, {}, None, exc)
-        return _Source(tokenized.gateway, None, tokenized.tokens, tokenized.card.brand)
+        return _Source(
+            tokenized.gateway, None, tokenized.tokens, tokenized.card.brand, router=tokenized.router
+        )
     if params.payment_method_id is not None:
         _check_id(params.payment_method_id, "payment_method_id", "payment method")
         row, tokens, router = await _stored_card(rt, tenant_id, params.payment_method_id)

@@ -103,6 +103,8 @@ payment_attempts = sa.Table(
     sa.UniqueConstraint("payment_id", "number", name="uq_payment_attempts_number"),
     sa.UniqueConstraint("idempotency_key", name="uq_payment_attempts_key"),
     sa.Index("ix_payment_attempts_tenant", "tenant_id", "payment_id"),
+    # A gateway's webhook names its own reference of a charge (no API key, any sender).
+    sa.Index("ix_payment_attempts_gateway_reference", "gateway", "gateway_reference"),
 )
 
 # A card attached once, tokenized at each of the tenant's gateways: the token to charge there.
@@ -133,6 +135,8 @@ refunds = sa.Table(
     sa.Column("created", UTCDateTime, nullable=False),
     sa.Index("ix_refunds_tenant", "tenant_id", "id"),
     sa.Index("ix_refunds_payment", "tenant_id", "payment_id", "id"),
+    # A gateway's webhook names its own reference of a refund.
+    sa.Index("ix_refunds_gateway_reference", "gateway_reference"),
     # The reconciler's work: pending refunds, oldest first.
     sa.Index(
         "ix_refunds_pending",

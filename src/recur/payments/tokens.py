@@ -37,6 +37,7 @@ class Tokenized:
     gateway: str
     card: TokenizedCard
     tokens: dict[str, str]
+    router: Router  # the tenant's routing it was tokenized by, for the charge that follows
 
 
 def tokenizing_order(router: Router) -> list[str]:
@@ -85,4 +86,4 @@ async def tokenize_everywhere(rt: Runtime, tenant_id: str, card: CardIn) -> Toke
     tokens = {
         n: a.token for n, a in zip(names, answers, strict=True) if isinstance(a, TokenizedCard)
     }
-    return Tokenized(name, answer, tokens)
+    return Tokenized(name, answer, tokens, router)
