@@ -196,3 +196,24 @@ async def test_a_renewal_failed_by_the_gateways_webhook_goes_to_dunning(
     failed = await billing.get(f"/v1/payments/{payment['id']}")
     assert (failed["status"], failed["failure_code"]) == ("failed", "card_declined")
     await _learns_it_failed_and_dunning_retries(billing, runtime, monkeypatch, clock, sub, renewal)
+
+
+async def test_a_charge_at_a_gateway_disabled_since_is_still_asked_about(
+    runtime, api, make_customer, attach
+) -> None:
+    faults = {"timeout_share": 1.0, "charged_on_timeout_share": 1.0}
+    configured = await api.post(
+        "/v1/gateways", json={"name": "sandbox", "credentials": {"faults": faults}}
+    )
+    assert configured.status_code == 200, configured.text
+    customer = await make_customer()
+    assert (await attach(customer["id"])).status_code == 200
+    body = {"customer_id": customer["id"], "amount": 700, "currency": "USD"}
+    payment = (await api.post("/v1/payments", json=body)).json()
+    assert payment["status"] == "pending"
+    # The tenant turns the gateway off: no new payment goes there, this one is still settled.
+    disabled = await api.post(f"/v1/gateways/{configured.json()['id']}", json={"enabled": False})
+    assert disabled.status_code == 200, disabled.text
+    result = await reconcile(runtime, unknown_after=timedelta(0))
+    assert (result.asked, result.succeeded, result.left_pending) == (1, 1, 0)
+    assert (await api.get(f"/v1/payments/{payment['id']}")).json()["status"] == "succeeded"

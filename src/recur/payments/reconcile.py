@@ -39,7 +39,7 @@ from recur.payments.gateways.base import ChargeResult, ChargeStatus, RefundResul
 from recur.payments.gateways.manual import NAME as MANUAL
 from recur.payments.refunds import settle_refund
 from recur.payments.tables import payment_attempts, payment_methods, payments, refunds
-from recur.payments.tenant_gateways import tenant_gateway
+from recur.payments.tenant_gateways import gateway_credentials, tenant_gateway
 
 if TYPE_CHECKING:
     from recur.payments.schemas import Payment
@@ -292,8 +292,12 @@ async def _reconcile_payments(
     for row, live in lookups:
         result.asked += 1
         credentials = router.credentials.get(live.gateway)
+        if credentials is None:
+            # Disabled since it took the charge: no new payment goes there, but what it holds
+            # is still asked about, as refunds and webhooks still reach it.
+            credentials = await gateway_credentials(rt, tenant_id, live.gateway)
         if credentials is None or live.token is None:
-            result.left_pending += 1  # the gateway is not usable now: asked again later
+            result.left_pending += 1  # the gateway cannot be asked now: asked again later
             continue
         adapter = charging.open_adapter(rt, RoutedGateway(live.gateway, credentials))
         try:
