@@ -504,7 +504,8 @@ def cluster_down(
 def verify() -> None:
     """Check the books: balanced ledgers, paid orders covered, no period ordered twice,
     balances equal to their ledger, receivables equal to what orders owe, gateway cash equal to
-    payments less refunds, payments applied to their orders. Exits 1 naming the offending ids."""
+    payments less refunds and disputes, disputes' ledgers, payments applied to their orders.
+    Exits 1 naming the offending ids."""
     from recur.kit.db import Database
     from recur.verify import Finding
     from recur.verify import verify as run_checks

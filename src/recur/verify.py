@@ -106,9 +106,9 @@ async def balances_not_matching_ledger(uow: UnitOfWork) -> list[str]:
     return [row.id for row in rows]
 
 
-def _orders_account(account: str) -> sa.ColumnElement[int]:
-    """Debits minus credits of one account, in an aggregate over orders ledger lines."""
-    line = orders_ledger.c
+def _account_net(ledger: sa.Table, account: str) -> sa.ColumnElement[int]:
+    """Debits minus credits of one account, in an aggregate over `ledger`'s lines."""
+    line = ledger.c
     return sa.func.coalesce(
         sa.func.sum(sa.case((line.account == account, line.debit - line.credit), else_=0)), 0
     )
@@ -128,8 +128,8 @@ async def receivables_not_matching_orders(uow: UnitOfWork) -> list[str]:
         sa.select(
             orders_ledger.c.tenant_id,
             orders_ledger.c.source_id,
-            _orders_account("accounts_receivable").label("receivable"),
-            _orders_account("bad_debt").label("bad_debt"),
+            _account_net(orders_ledger, "accounts_receivable").label("receivable"),
+            _account_net(orders_ledger, "bad_debt").label("bad_debt"),
         )
         .where(orders_ledger.c.account.in_(("accounts_receivable", "bad_debt")))
         .group_by(orders_ledger.c.tenant_id, orders_ledger.c.source_id)
@@ -196,14 +196,6 @@ async def gateway_cash_not_matching_payments(uow: UnitOfWork) -> list[str]:
     return [f"{row.tenant_id}/{row.account}/{row.currency}" for row in rows]
 
 
-def _payments_account(account: str) -> sa.ColumnElement[int]:
-    """Debits minus credits of one account, in an aggregate over payments ledger lines."""
-    line = payments_ledger.c
-    return sa.func.coalesce(
-        sa.func.sum(sa.case((line.account == account, line.debit - line.credit), else_=0)), 0
-    )
-
-
 async def disputes_not_matching_ledger(uow: UnitOfWork) -> list[str]:
     """Payments whose dispute accounts in the payments ledger differ from their dispute: an
     open dispute holds `amount_disputed` in `disputes`, a lost one has it in `dispute_losses`,
@@ -212,8 +204,8 @@ async def disputes_not_matching_ledger(uow: UnitOfWork) -> list[str]:
         sa.select(
             payments_ledger.c.tenant_id,
             payments_ledger.c.source_id,
-            _payments_account("disputes").label("held"),
-            _payments_account("dispute_losses").label("lost"),
+            _account_net(payments_ledger, "disputes").label("held"),
+            _account_net(payments_ledger, "dispute_losses").label("lost"),
         )
         .where(payments_ledger.c.account.in_(("disputes", "dispute_losses")))
         .group_by(payments_ledger.c.tenant_id, payments_ledger.c.source_id)
