@@ -134,3 +134,48 @@ async def test_manual_payment_methods_refuse_bad_input_and_a_disabled_gateway(
     assert disabled.status_code == 409, disabled.text
     assert disabled.json()["error"]["code"] == "gateway_unavailable"
     assert (await api.get(path)).json()["data"] == []
+
+
+async def test_a_subscription_paid_by_bank_transfer_starts_once_the_operator_marks_it(
+    api, runtime, make_customer, monkeypatch
+) -> None:
+    from recur.kit.clock import FrozenClock
+    from recur.subscriptions.billing import LEASE
+    from recur.subscriptions.billing import run as bill_run
+
+    customer = await make_customer()
+    method = await api.post(
+        f"/v1/customers/{customer['id']}/payment-methods", json={"type": "bank_transfer"}
+    )
+    assert method.status_code == 200, method.text
+    product = (await api.post("/v1/products", json={"name": "Pro"})).json()
+    plan = (
+        await api.post(
+            "/v1/plans",
+            json={
+                "product_id": product["id"],
+                "currency": "USD",
+                "amount": 1999,
+                "interval": "month",
+            },
+        )
+    ).json()
+    created = await api.post(
+        "/v1/subscriptions", json={"customer_id": customer["id"], "plan_id": plan["id"]}
+    )
+    assert created.status_code == 200, created.text
+    sub = created.json()
+    assert sub["status"] == "incomplete"  # waiting for the transfer
+    [order] = (await api.get("/v1/orders", params={"subscription_id": sub["id"]})).json()["data"]
+    [payment] = (await api.get("/v1/payments", params={"order_id": order["id"]})).json()["data"]
+    assert (payment["status"], payment["gateway"]) == ("pending", "manual")
+
+    paid = await api.post(f"/v1/payments/{payment['id']}/mark-paid", json={"reference": "B-9"})
+    assert paid.status_code == 200, paid.text
+    assert (await api.get(f"/v1/orders/{order['id']}")).json()["status"] == "paid"
+    # The bill run's next look at the period, once the lease of the request that charged it
+    # is over, finds its order paid and starts the subscription.
+    monkeypatch.setattr(runtime, "clock", FrozenClock(runtime.clock.now() + LEASE))
+    await bill_run(runtime)
+    started = (await api.get(f"/v1/subscriptions/{sub['id']}")).json()
+    assert (started["status"], started["latest_order_id"]) == ("active", order["id"])
