@@ -9,6 +9,8 @@ from recur.payments.tables import ledger as payments_ledger
 from recur.payments.tables import outbox
 from recur.verify import verify
 
+from ..subscriptions.conftest import BillingDriver
+
 
 async def test_an_operator_marks_a_manual_payment_paid(
     api, tenant, runtime, make_customer, gateway_payments
@@ -143,28 +145,13 @@ async def test_a_subscription_paid_by_bank_transfer_starts_once_the_operator_mar
     from recur.subscriptions.billing import LEASE
     from recur.subscriptions.billing import run as bill_run
 
-    customer = await make_customer()
-    method = await api.post(
-        f"/v1/customers/{customer['id']}/payment-methods", json={"type": "bank_transfer"}
+    billing = BillingDriver(api)
+    customer = await billing.customer(card=None)
+    await billing.post(f"/v1/customers/{customer['id']}/payment-methods", {"type": "bank_transfer"})
+    plan = await billing.plan(amount=1999)
+    sub = await billing.post(
+        "/v1/subscriptions", {"customer_id": customer["id"], "plan_id": plan["id"]}
     )
-    assert method.status_code == 200, method.text
-    product = (await api.post("/v1/products", json={"name": "Pro"})).json()
-    plan = (
-        await api.post(
-            "/v1/plans",
-            json={
-                "product_id": product["id"],
-                "currency": "USD",
-                "amount": 1999,
-                "interval": "month",
-            },
-        )
-    ).json()
-    created = await api.post(
-        "/v1/subscriptions", json={"customer_id": customer["id"], "plan_id": plan["id"]}
-    )
-    assert created.status_code == 200, created.text
-    sub = created.json()
     assert sub["status"] == "incomplete"  # waiting for the transfer
     [order] = (await api.get("/v1/orders", params={"subscription_id": sub["id"]})).json()["data"]
     [payment] = (await api.get("/v1/payments", params={"order_id": order["id"]})).json()["data"]
